@@ -1,0 +1,62 @@
+"""The one place that decides which Keras tfimgopt uses: Keras 2 (`tf_keras`).
+
+TFMOT 0.8 and keras-cv 0.9 (on tf_keras) only work with Keras 2, so every other
+module imports `keras` and `tf` from here, never `import keras` or `tf.keras`.
+"""
+
+from __future__ import annotations
+
+import os
+
+_ENV_VAR = "TF_USE_LEGACY_KERAS"
+_TRUE_VALUES = ("1", "true", "True")
+
+_FIX = (
+    "Set the environment variable TF_USE_LEGACY_KERAS=1 before TensorFlow is imported "
+    "(for example `import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'` in the first cell "
+    "of a notebook, then restart the runtime), or import tfimgopt before anything that "
+    "imports TensorFlow."
+)
+
+
+class KerasVersionError(RuntimeError):
+    """Raised when TensorFlow is already bound to Keras 3 in this process."""
+
+
+def _ensure_legacy_keras() -> None:
+    value = os.environ.get(_ENV_VAR)
+    if value is not None and value not in _TRUE_VALUES:
+        raise KerasVersionError(
+            f"tfimgopt needs Keras 2 (tf_keras) because tensorflow-model-optimization "
+            f"does not support Keras 3, but the environment asks TensorFlow for Keras 3. "
+            f"{_FIX} Received: {_ENV_VAR}={value!r}"
+        )
+    os.environ[_ENV_VAR] = "1"
+    # TensorFlow's C++ start-up chatter buries the progress output users want to see.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+_ensure_legacy_keras()
+
+import tensorflow as tf  # noqa: E402  (must follow the environment set-up above)
+import tf_keras as keras  # noqa: E402
+
+
+def _check_tf_keras_binding() -> None:
+    # tf.keras is resolved lazily on first access; if something touched it before the
+    # variable was set, TensorFlow stays bound to Keras 3 for the life of the process.
+    bound = getattr(tf.keras, "__name__", "")
+    if not bound.startswith("tf_keras"):
+        raise KerasVersionError(
+            "TensorFlow was imported and `tf.keras` was used with Keras 3 before tfimgopt "
+            f"was imported; tfimgopt and TFMOT need Keras 2 (tf_keras). {_FIX} "
+            f"Received: tf.keras={bound!r}"
+        )
+
+
+_check_tf_keras_binding()
+
+KERAS_VERSION: str = keras.__version__
+
+__all__ = ["KERAS_VERSION", "KerasVersionError", "keras", "tf"]
+

@@ -1,0 +1,484 @@
+"""Turns a data source (digits, TFDS, image folder, arrays) into train/val/test datasets.
+
+Every source yields unbatched `(image, label)` pairs: `uint8` images of shape
+`(height, width, channels)` with values in [0, 255] and `int64` class labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from tfimgopt.compat import tf
+from tfimgopt.errors import DataError, received
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset.
+
+    Attributes:
+        name: The source it came from (`"digits"`, `"tfds:cifar10"`, a folder path...).
+        num_classes: Number of classes; labels lie in `[0, num_classes)`.
+        image_shape: `(height, width, channels)` of every image.
+        class_names: One name per class, in label order.
+        num_examples: Number of examples per split (`"train"`, `"val"`, `"test"`).
+        skipped_files: Image files that could not be read and were left out.
+    """
+
+    name: str
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    num_examples: Mapping[str, int]
+    skipped_files: tuple[str, ...] = ()
+
+
+class Splits(NamedTuple):
+    """The result of `load_dataset`: three unbatched datasets and their info."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    test: tf.data.Dataset
+    info: DatasetInfo
+
+
+def list_sources() -> list[str]:
+    """Names the kinds of source `load_dataset` accepts."""
+    return ["digits", "tfds:<name>", "<folder of class subfolders>", "(images, labels) arrays"]
+
+
+def load_dataset(
+    source: Any = "digits",
+    *,
+    image_size: int | Sequence[int] = 32,
+    channels: int | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    data_dir: str | None = None,
+    try_gcs: bool = False,
+    download: bool = True,
+) -> Splits:
+    """Loads a source as `(train, val, test, info)`.
+
+    Args:
+        source: `"digits"` (scikit-learn's bundled handwritten digits, offline),
+            `"tfds:<name>"` (a TensorFlow Datasets image-classification dataset), the
+            path of a folder holding one subfolder of image files per class, or NumPy
+            arrays: `(images, labels)` or `{"train": (x, y), "test": (x, y)}`.
+        image_size: Output `(height, width)`, or one int for square images.
+        channels: 1 or 3. `None` keeps the source's own count (a folder with both
+            grayscale and colour files becomes 3).
+        val_fraction: Share of the labelled training data held out for validation
+            (and of the whole data for sources without their own test split).
+        test_fraction: Share held out for testing where the source has no test split.
+        seed: Seeds the split, so the same seed gives the same split.
+        data_dir: TFDS data directory (e.g. a `gs://` bucket on a Colab TPU).
+        try_gcs: Let TFDS read prepared data from Google's public bucket.
+        download: Let TFDS download and prepare data that is not in `data_dir`.
+            Needs network access; without it only prepared data can be read.
+
+    Returns:
+        `Splits(train, val, test, info)`: unbatched datasets of `(uint8 image, int64
+        label)` and a `DatasetInfo`.
+
+    Raises:
+        DataError: unknown source or TFDS name, empty or missing folder, labels out of
+            range, images of the wrong rank or with NaNs.
+
+    Example:
+        >>> from tfimgopt.data import load_dataset
+        >>> train, val, test, info = load_dataset("digits", image_size=16)
+        >>> info.num_classes
+        10
+    """
+    size = _check_image_size(image_size)
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1, 3 or None. {received('channels', channels)}")
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise DataError(f"{name} must be in [0, 1). {received(name, value)}")
+    if val_fraction + test_fraction >= 1.0:
+        raise DataError(
+            "val_fraction + test_fraction must leave training data (sum < 1). "
+            f"Received: val_fraction={val_fraction}, test_fraction={test_fraction}"
+        )
+
+    if isinstance(source, str):
+        if source == "digits":
+            return _load_digits(size, channels, val_fraction, test_fraction, seed)
+        if source.startswith("tfds:"):
+            return _load_tfds(
+                source[len("tfds:") :], size, channels, val_fraction, seed,
+                data_dir, try_gcs, download,
+            )
+        if os.path.isdir(source):
+            return _load_folder(source, size, channels, val_fraction, test_fraction, seed)
+        hint = "" if os.sep not in source else f" No folder exists at {source!r}."
+        raise DataError(
+            f"Unknown data source.{hint} Accepted: {', '.join(list_sources())}. "
+            f"{received('source', source)}"
+        )
+    if isinstance(source, Mapping) or (isinstance(source, tuple) and len(source) == 2):
+        return _load_arrays(source, size, channels, val_fraction, test_fraction, seed)
+    raise DataError(
+        f"Unknown data source type {type(source).__name__}. Accepted: "
+        f"{', '.join(list_sources())}. {received('source', source)}"
+    )
+
+
+def _check_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, int | np.integer) and not isinstance(image_size, bool):
+        size = (int(image_size), int(image_size))
+    elif (
+        isinstance(image_size, Sequence)
+        and len(image_size) == 2
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in image_size)
+    ):
+        size = (int(image_size[0]), int(image_size[1]))
+    else:
+        raise DataError(
+            f"image_size must be an int or a (height, width) pair of ints. "
+            f"{received('image_size', image_size)}"
+        )
+    if min(size) < 1:
+        raise DataError(f"image_size must be positive. {received('image_size', image_size)}")
+    return size
+
+
+def split_indices(
+    labels: np.ndarray, fractions: Sequence[float], seed: int
+) -> list[np.ndarray]:
+    """Splits example indices into consecutive parts, stratified by label where possible.
+
+    Args:
+        labels: One label per example.
+        fractions: Share of each held-out part; the first returned part gets the rest.
+        seed: Seeds the shuffle.
+
+    Returns:
+        `len(fractions) + 1` index arrays: the remainder first, then one per fraction.
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        start = 0
+        for i, fraction in enumerate(fractions, start=1):
+            count = int(round(fraction * len(idx)))
+            parts[i].extend(idx[start : start + count])
+            start += count
+        parts[0].extend(idx[start:])
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def _resize_uint8(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    if tuple(images.shape[-3:-1]) == size:
+        return tf.cast(images, tf.uint8)
+    resized = tf.image.resize(tf.cast(images, tf.float32), size, antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def _set_channels(images: tf.Tensor, channels: int | None) -> tf.Tensor:
+    have = images.shape[-1]
+    if channels is None or channels == have:
+        return images
+    if channels == 3 and have == 1:
+        return tf.image.grayscale_to_rgb(images)
+    if channels == 1 and have == 3:
+        gray = tf.image.rgb_to_grayscale(tf.cast(images, tf.float32))
+        return tf.cast(tf.clip_by_value(tf.round(gray), 0.0, 255.0), tf.uint8)
+    if channels == 3 and have == 4:
+        return images[..., :3]
+    raise DataError(f"Cannot convert {have}-channel images to {channels} channels.")
+
+
+def _from_memory(
+    name: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    parts: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+) -> Splits:
+    datasets = {
+        split: tf.data.Dataset.from_tensor_slices((images[idx], labels[idx]))
+        for split, idx in parts.items()
+    }
+    info = DatasetInfo(
+        name=name,
+        num_classes=len(class_names),
+        image_shape=tuple(int(d) for d in images.shape[1:]),
+        class_names=tuple(class_names),
+        num_examples={split: len(idx) for split, idx in parts.items()},
+    )
+    return Splits(datasets["train"], datasets["val"], datasets["test"], info)
+
+
+def _load_digits(size, channels, val_fraction, test_fraction, seed) -> Splits:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # The bundled 8x8 images hold ink counts 0..16; scale them to ordinary 8-bit pixels.
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    images = _set_channels(_resize_uint8(tf.constant(images), size), channels).numpy()
+    labels = digits.target.astype(np.int64)
+    train, test, val = split_indices(labels, (test_fraction, val_fraction), seed)
+    names = [str(n) for n in digits.target_names]
+    return _from_memory("digits", images, labels, {"train": train, "val": val, "test": test}, names)
+
+
+def _check_arrays(images: Any, labels: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise DataError(
+            f"{what} images must have shape (N, H, W) or (N, H, W, C) with C in 1, 3, 4. "
+            f"{received('images.shape', images.shape)}"
+        )
+    if len(images) == 0:
+        raise DataError(f"{what} has no images. {received('images.shape', images.shape)}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(
+            f"{what} labels must be one integer per image ({len(images)} images). "
+            f"{received('labels.shape', labels.shape)}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{what} labels must be integers. {received('labels.dtype', labels.dtype)}")
+    if np.issubdtype(images.dtype, np.floating):
+        if not np.all(np.isfinite(images)):
+            bad = int(np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(1))[0])
+            raise DataError(f"{what} images contain NaN or infinity. Received: image index {bad}")
+        # Float images in [0, 1] are the usual convention; anything larger is 0..255.
+        scale = 255.0 if images.max() <= 1.0 else 1.0
+        images = np.clip(np.round(images * scale), 0, 255).astype(np.uint8)
+    elif images.dtype != np.uint8:
+        if images.min() < 0 or images.max() > 255:
+            raise DataError(
+                f"{what} integer images must lie in [0, 255]. "
+                f"Received: min={images.min()}, max={images.max()}"
+            )
+        images = images.astype(np.uint8)
+    return images, labels.astype(np.int64)
+
+
+def _load_arrays(source, size, channels, val_fraction, test_fraction, seed) -> Splits:
+    if isinstance(source, Mapping):
+        unknown = set(source) - {"train", "val", "test", "class_names"}
+        if unknown or "train" not in source:
+            raise DataError(
+                "An array source mapping needs a 'train' entry and may have 'val', 'test' "
+                f"and 'class_names'. Received: keys={sorted(source)}"
+            )
+        given = {k: _check_arrays(*source[k], what=f"source[{k!r}]") for k in ("train", "val", "test") if k in source}
+        class_names = source.get("class_names")
+    else:
+        given = {"train": _check_arrays(*source, what="source")}
+        class_names = None
+    all_labels = np.concatenate([y for _, y in given.values()])
+    num_classes = len(class_names) if class_names is not None else int(all_labels.max()) + 1
+    bad = all_labels[(all_labels < 0) | (all_labels >= num_classes)]
+    if len(bad):
+        raise DataError(
+            f"Labels must lie in [0, {num_classes}) for {num_classes} classes. "
+            f"Received: label={int(bad[0])}"
+        )
+    shapes = {x.shape[1:] for x, _ in given.values()}
+    if len({s[-1] for s in shapes}) > 1 and channels is None:
+        channels = 3
+    images, labels, parts, offset = [], [], {}, 0
+    for split, (x, y) in given.items():
+        x = _set_channels(_resize_uint8(tf.constant(x), size), channels).numpy()
+        images.append(x)
+        labels.append(y)
+        parts[split] = np.arange(offset, offset + len(x))
+        offset += len(x)
+    images = np.concatenate(images)
+    labels = np.concatenate(labels)
+    train = parts["train"]
+    if "test" not in parts:
+        keep, test = split_indices(labels[train], (test_fraction,), seed)
+        parts["test"], train = train[test], train[keep]
+    if "val" not in parts:
+        keep, val = split_indices(labels[train], (val_fraction,), seed + 1)
+        parts["val"], train = train[val], train[keep]
+    parts["train"] = train
+    names = class_names if class_names is not None else [str(i) for i in range(num_classes)]
+    return _from_memory("arrays", images, labels, parts, names)
+
+
+def _scan_folder(root: str) -> tuple[list[str], list[str], list[int], list[str], set[int]]:
+    """Lists readable image files per class; returns paths, labels and skipped files."""
+    from PIL import Image, UnidentifiedImageError
+
+    class_names = sorted(
+        d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")
+    )
+    if not class_names:
+        raise DataError(
+            f"The folder has no class subfolders; expected one subfolder of images per "
+            f"class, e.g. {root}/cat/1.jpg. {received('source', root)}"
+        )
+    paths, labels, skipped, channel_counts = [], [], [], set()
+    for label, name in enumerate(class_names):
+        folder = os.path.join(root, name)
+        for entry in sorted(os.listdir(folder)):
+            path = os.path.join(folder, entry)
+            if not entry.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isfile(path):
+                continue
+            try:
+                with Image.open(path) as img:
+                    mode = img.mode
+                    img.load()  # decodes fully: catches truncated files verify() misses
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+                skipped.append(path)
+                continue
+            channel_counts.add(1 if mode in ("L", "1", "I", "I;16", "F") else 3)
+            paths.append(path)
+            labels.append(label)
+    return class_names, paths, labels, skipped, channel_counts
+
+
+def _load_folder(root, size, channels, val_fraction, test_fraction, seed) -> Splits:
+    class_names, paths, labels, skipped, channel_counts = _scan_folder(root)
+    if skipped:
+        logger.warning(
+            "Skipped %d unreadable image file(s) in %s, e.g. %s", len(skipped), root, skipped[0]
+        )
+    if not paths:
+        raise DataError(
+            f"No readable image files ({', '.join(IMAGE_EXTENSIONS)}) in the class "
+            f"subfolders {class_names}. {received('source', root)}"
+        )
+    if channels is None:
+        channels = 3 if 3 in channel_counts else 1
+    labels_arr = np.asarray(labels, dtype=np.int64)
+    train, test, val = split_indices(labels_arr, (test_fraction, val_fraction), seed)
+    paths_arr = np.asarray(paths)
+
+    def decode(path, label):
+        data = tf.io.read_file(path)
+        # Fixed channel count converts grayscale<->RGB and drops alpha on the fly.
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = tf.ensure_shape(image, [None, None, channels])
+        return _resize_uint8(image, size), label
+
+    def make(idx):
+        ds = tf.data.Dataset.from_tensor_slices((paths_arr[idx], labels_arr[idx]))
+        return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    info = DatasetInfo(
+        name=root,
+        num_classes=len(class_names),
+        image_shape=(size[0], size[1], channels),
+        class_names=tuple(class_names),
+        num_examples={"train": len(train), "val": len(val), "test": len(test)},
+        skipped_files=tuple(skipped),
+    )
+    return Splits(make(train), make(val), make(test), info)
+
+
+def _tfds_builder(name, data_dir, try_gcs):
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.builder(name, data_dir=data_dir, try_gcs=try_gcs)
+    except tfds.core.registered.DatasetNotFoundError:
+        known = tfds.list_builders()
+        close = difflib.get_close_matches(name.split("/")[0], known, n=5)
+        suggestion = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise DataError(
+            f"TensorFlow Datasets has no dataset named {name!r}.{suggestion} "
+            f"See tfds.list_builders() for the {len(known)} valid names. "
+            f"{received('source', 'tfds:' + name)}"
+        ) from None
+
+
+def _load_tfds(name, size, channels, val_fraction, seed, data_dir, try_gcs, download) -> Splits:
+    import tensorflow_datasets as tfds
+
+    builder = _tfds_builder(name, data_dir, try_gcs)
+    features = builder.info.features
+    keys = builder.info.supervised_keys
+    if (
+        not keys
+        or not isinstance(features[keys[0]], tfds.features.Image)
+        or not isinstance(features[keys[1]], tfds.features.ClassLabel)
+    ):
+        raise DataError(
+            f"tfds:{name} is not an image-classification dataset (its supervised keys are "
+            f"{keys}); tfimgopt needs (image, class label) pairs. {received('source', 'tfds:' + name)}"
+        )
+    image_feature = features[keys[0]]
+    label_feature = features[keys[1]]
+    splits = set(builder.info.splits.keys())
+    if "train" not in splits:
+        raise DataError(f"tfds:{name} has no 'train' split. Received: splits={sorted(splits)}")
+    test_split = "test" if "test" in splits else None
+    val_split = next((s for s in ("validation", "val") if s in splits), None)
+    if test_split is None and val_split is not None:
+        test_split, val_split = val_split, None
+    pct = int(round(val_fraction * 100))
+    if test_split is None:
+        # No held-out split at all: carve test and validation out of train.
+        test_pct = max(pct, 10)
+        split_names = {
+            "train": f"train[{test_pct + pct}%:]",
+            "val": f"train[{test_pct}%:{test_pct + pct}%]",
+            "test": f"train[:{test_pct}%]",
+        }
+    else:
+        split_names = {
+            "train": f"train[{pct}%:]" if val_split is None else "train",
+            "val": f"train[:{pct}%]" if val_split is None else val_split,
+            "test": test_split,
+        }
+    try:
+        datasets = tfds.load(
+            name, split=list(split_names.values()), data_dir=data_dir, try_gcs=try_gcs,
+            download=download, as_supervised=True, shuffle_files=False,
+        )
+    except AssertionError as err:  # tfds signals "not prepared and download=False" so
+        raise DataError(
+            f"tfds:{name} is not prepared in data_dir={data_dir!r} and download=False "
+            f"(downloads need network access). {err}"
+        ) from None
+    have = image_feature.shape[-1]
+    out_channels = channels if channels is not None else have
+
+    def convert(image, label):
+        image = _set_channels(image, out_channels)
+        return _resize_uint8(image, size), tf.cast(label, tf.int64)
+
+    converted = [
+        ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        for ds in datasets
+    ]
+    num_examples = {}
+    for split, spec in split_names.items():
+        try:
+            num_examples[split] = int(builder.info.splits[spec].num_examples)
+        except (KeyError, ValueError, TypeError):
+            num_examples[split] = -1
+    info = DatasetInfo(
+        name=f"tfds:{name}",
+        num_classes=int(label_feature.num_classes),
+        image_shape=(size[0], size[1], int(out_channels)),
+        class_names=tuple(label_feature.names),
+        num_examples=num_examples,
+    )
+    del seed  # TFDS splits are fixed by the dataset's authors.
+    return Splits(*converted, info)

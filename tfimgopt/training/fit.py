@@ -1,0 +1,169 @@
+"""The training loop every stage shares: compile and fit under a strategy, resumably."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tfimgopt._io import atomic_path
+from tfimgopt.compat import keras, tf
+from tfimgopt.errors import ConfigError, received
+
+ModelOrBuilder = keras.Model | Callable[[], keras.Model]
+
+
+def default_loss(dataset: tf.data.Dataset) -> keras.losses.Loss:
+    """Cross-entropy on logits matching the dataset's labels (sparse or one-hot/soft)."""
+    label_spec = dataset.element_spec[1]
+    if label_spec.dtype.is_floating and label_spec.shape.rank == 2:
+        return keras.losses.CategoricalCrossentropy(from_logits=True)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def default_metrics(dataset: tf.data.Dataset) -> list[keras.metrics.Metric]:
+    """An accuracy metric matching the dataset's labels."""
+    label_spec = dataset.element_spec[1]
+    if label_spec.dtype.is_floating and label_spec.shape.rank == 2:
+        return [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+
+def make_optimizer(name: str | keras.optimizers.Optimizer, learning_rate: float):
+    """Builds an optimizer by name (`"adam"`, `"sgd"`, `"rmsprop"`, `"adamw"`)."""
+    if isinstance(name, keras.optimizers.Optimizer):
+        return name
+    choices = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    if name not in choices:
+        raise ConfigError(f"Unknown optimizer. Valid names: {sorted(choices)}. {received('optimizer', name)}")
+    if not learning_rate > 0:
+        raise ConfigError(f"learning_rate must be > 0. {received('learning_rate', learning_rate)}")
+    return choices[name](learning_rate=learning_rate)
+
+
+class AtomicModelCheckpoint(keras.callbacks.Callback):
+    """Saves the model after every epoch that improves `monitor`, atomically.
+
+    Keras's own `ModelCheckpoint` writes in place, so a kill mid-save leaves a torn
+    file where the last good model was.
+    """
+
+    def __init__(self, path: str, monitor: str = "val_loss", mode: str = "min"):
+        super().__init__()
+        self.path = path
+        self.monitor = monitor
+        self.mode = mode
+        self.best: float | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = logs or {}
+        value = logs.get(self.monitor, logs.get(self.monitor.removeprefix("val_")))
+        if value is not None and self.best is not None:
+            better = value < self.best if self.mode == "min" else value > self.best
+            if not better:
+                return
+        self.best = value
+        with atomic_path(self.path) as tmp:
+            self.model.save(tmp)
+
+
+def train(
+    model: ModelOrBuilder,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset | None = None,
+    epochs: int = 1,
+    *,
+    optimizer: str | keras.optimizers.Optimizer = "adam",
+    learning_rate: float = 1e-3,
+    loss: keras.losses.Loss | None = None,
+    metrics: Sequence[Any] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    work_dir: str | None = None,
+    jit_compile: bool | None = None,
+    steps_per_execution: int = 1,
+    steps_per_epoch: int | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    compile_model: bool = True,
+    verbose: int | str = "auto",
+) -> keras.callbacks.History:
+    """Compiles and fits a model under a distribution strategy; resumes if interrupted.
+
+    With a `work_dir`, training state is backed up at the end of every epoch
+    (`BackupAndRestore`): calling `train` again with the same `work_dir` after a crash
+    or a preempted Colab/TPU runtime continues from the last finished epoch instead of
+    starting over. The best model so far is kept in `work_dir/best.keras` (written
+    atomically) and the per-epoch metrics in `work_dir/history.csv`.
+
+    Args:
+        model: A tf_keras model, or a zero-argument function that builds one; pass a
+            function when using a strategy so variables are created in its scope.
+        train_ds: Batched `(images, labels)` training data.
+        val_ds: Batched validation data, evaluated after every epoch.
+        epochs: Total number of epochs (including any already done before a resume).
+        optimizer: Optimizer name or instance.
+        learning_rate: Learning rate for a named optimizer.
+        loss: Loss; by default cross-entropy on logits matching the labels.
+        metrics: Metrics; by default accuracy matching the labels.
+        strategy: A `tf.distribute.Strategy`; the default (current) strategy if None.
+        work_dir: Folder for backups, the best checkpoint and the history.
+        jit_compile: Compile the train step with XLA (as TPUs do).
+        steps_per_execution: Train steps per `tf.function` call.
+        steps_per_epoch: Steps per epoch for repeated datasets.
+        callbacks: Extra Keras callbacks, run after ours.
+        compile_model: Set False to keep a compile you already did.
+        verbose: Keras progress output.
+
+    Returns:
+        The Keras `History` of this call (only the epochs it ran); `history.model` is
+        the trained model (useful when `model` was a builder function).
+
+    Raises:
+        ConfigError: for a non-positive `epochs` or an unknown optimizer.
+
+    Example:
+        >>> from tfimgopt.data import build_pipeline, load_dataset
+        >>> from tfimgopt.models import create_model
+        >>> from tfimgopt.training import train
+        >>> s = load_dataset("digits", image_size=16)
+        >>> model = create_model("tiny_cnn", s.info.image_shape, s.info.num_classes)
+        >>> history = train(model, build_pipeline(s.train, 32, training=True), epochs=1)
+    """
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ConfigError(f"epochs must be a positive int. {received('epochs', epochs)}")
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        if not isinstance(model, keras.Model):
+            model = model()
+        if compile_model:
+            model.compile(
+                optimizer=make_optimizer(optimizer, learning_rate),
+                loss=loss or default_loss(train_ds),
+                metrics=list(metrics) if metrics is not None else default_metrics(train_ds),
+                jit_compile=jit_compile,
+                steps_per_execution=steps_per_execution,
+            )
+    all_callbacks: list[keras.callbacks.Callback] = []
+    if work_dir:
+        os.makedirs(work_dir, exist_ok=True)
+        all_callbacks += [
+            keras.callbacks.BackupAndRestore(os.path.join(work_dir, "backup")),
+            AtomicModelCheckpoint(
+                os.path.join(work_dir, "best.keras"),
+                monitor="val_loss" if val_ds is not None else "loss",
+            ),
+            keras.callbacks.CSVLogger(os.path.join(work_dir, "history.csv"), append=True),
+        ]
+    all_callbacks += list(callbacks)
+    return model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=all_callbacks,
+        verbose=verbose,
+    )
