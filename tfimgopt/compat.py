@@ -25,7 +25,7 @@ class KerasVersionError(RuntimeError):
 
 def _ensure_legacy_keras() -> None:
     value = os.environ.get(_ENV_VAR)
-    if value is not None and value not in _TRUE_VALUES:
+    if value and value not in _TRUE_VALUES:
         raise KerasVersionError(
             f"tfimgopt needs Keras 2 (tf_keras) because tensorflow-model-optimization "
             f"does not support Keras 3, but the environment asks TensorFlow for Keras 3. "

@@ -308,14 +308,14 @@ def _load_arrays(source, size, channels, val_fraction, test_fraction, seed) -> S
         offset += len(x)
     images = np.concatenate(images)
     labels = np.concatenate(labels)
+    # Fractions are shares of all the data given, as for the other sources.
+    missing = [split for split in ("test", "val") if split not in parts]
+    fractions = {"test": test_fraction, "val": val_fraction}
     train = parts["train"]
-    if "test" not in parts:
-        keep, test = split_indices(labels[train], (test_fraction,), seed)
-        parts["test"], train = train[test], train[keep]
-    if "val" not in parts:
-        keep, val = split_indices(labels[train], (val_fraction,), seed + 1)
-        parts["val"], train = train[val], train[keep]
-    parts["train"] = train
+    keep, *held_out = split_indices(labels[train], [fractions[m] for m in missing], seed)
+    for split, idx in zip(missing, held_out, strict=True):
+        parts[split] = train[idx]
+    parts["train"] = train[keep]
     names = class_names if class_names is not None else [str(i) for i in range(num_classes)]
     return _from_memory("arrays", images, labels, parts, names)
 
@@ -424,7 +424,9 @@ def _load_tfds(name, size, channels, val_fraction, seed, data_dir, try_gcs, down
         )
     image_feature = features[keys[0]]
     label_feature = features[keys[1]]
-    splits = set(builder.info.splits.keys())
+    # Split metadata exists once a dataset is prepared; before that (or under
+    # tfds.testing.mock_data) assume the usual train/test pair.
+    splits = set(builder.info.splits.keys()) or {"train", "test"}
     if "train" not in splits:
         raise DataError(f"tfds:{name} has no 'train' split. Received: splits={sorted(splits)}")
     test_split = "test" if "test" in splits else None

@@ -1,0 +1,27 @@
+"""Test set-up: quiet logs, Keras 2, and two logical CPUs for distribution tests.
+
+Logical devices must be configured before TensorFlow initializes its runtime, so this
+happens here, once, at import time of the test session.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# The notebooks and subprocess tests read this to pick their smallest sizes.
+os.environ.setdefault("TFIMGOPT_SMOKE", "1")
+
+import pytest  # noqa: E402
+
+from tfimgopt.compat import tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+@pytest.fixture(scope="session")
+def digits16():
+    """The digits at 16x16, loaded once per session."""
+    from tfimgopt.data import load_dataset
+
+    return load_dataset("digits", image_size=16)

@@ -1,0 +1,63 @@
+"""Run configuration: layered loading, and bad keys or values named in the error."""
+
+import json
+
+import pytest
+
+from tfimgopt.errors import ConfigError
+from tfimgopt.pipeline import RunConfig, load_config
+
+
+def test_defaults_then_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 4\n  learning_rate: 1\ndata:\n  image_size: 16\n")
+    config = load_config(str(path), ["train.epochs=2", "data.channels=3"])
+    assert config.train.epochs == 2  # command line beats file
+    assert config.train.learning_rate == 1.0 and isinstance(config.train.learning_rate, float)
+    assert config.data.image_size == 16  # file beats default
+    assert config.data.channels == 3
+    assert config.data.source == "digits"  # default
+
+
+def test_toml_and_json_files(tmp_path):
+    (tmp_path / "c.toml").write_text("seed = 3\n[train]\nmodel = 'tiny_cnn'\n")
+    assert load_config(str(tmp_path / "c.toml")).train.model == "tiny_cnn"
+    (tmp_path / "c.json").write_text(json.dumps({"seed": 5}))
+    assert load_config(str(tmp_path / "c.json")).seed == 5
+
+
+def test_round_trip_through_dict():
+    config = load_config(overrides=["train.epochs=7"])
+    assert RunConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.epoch=3"], r"Unknown key train\.epoch\. Valid keys here: \[.*'epochs'"),
+        (["train.epochs=three"], r"expected int\. Received: train\.epochs='three'"),
+        (["train.epochs=0"], r"an int >= 1\. Received: train\.epochs=0"),
+        (["train.model=vgg"], r"one of \[.*\]\. Received: train\.model='vgg'"),
+        (["data.channels=2"], r"Received: data\.channels=2"),
+        (["data.val_fraction=1.5"], r"Received: data\.val_fraction=1\.5"),
+        (["data=3"], r"Expected a table of settings for data\."),
+        (["epochs"], r"key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=overrides)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="Config file not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+    (tmp_path / "c.ini").write_text("[x]")
+    with pytest.raises(ConfigError, match=r"must end in \.yaml"):
+        load_config(str(tmp_path / "c.ini"))
+    (tmp_path / "bad.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="Cannot parse config file"):
+        load_config(str(tmp_path / "bad.yaml"))
+    (tmp_path / "code.yaml").write_text("seed: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigError, match="Cannot parse"):
+        load_config(str(tmp_path / "code.yaml"))

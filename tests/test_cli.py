@@ -1,0 +1,50 @@
+"""The command line: help, train, and the main job (resumable), with clear errors."""
+
+import json
+import subprocess
+import sys
+
+from tfimgopt.cli import main
+from tfimgopt.compat import keras
+
+
+def test_help_lists_subcommands():
+    proc = subprocess.run([sys.executable, "-m", "tfimgopt.cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    for command in ("run", "train"):
+        assert command in proc.stdout
+
+
+def test_train_command_saves_a_model(tmp_path, capsys):
+    out = tmp_path / "m.keras"
+    code = main(["train", "-o", str(out), "--model", "tiny_cnn", "--image-size", "8", "--epochs", "1"])
+    assert code == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert keras.models.load_model(out).output_shape == (None, 10)
+
+
+def test_run_writes_report_and_resume_skips_finished_stage(tmp_path, capsys):
+    args = ["run", "--out", str(tmp_path), "--model", "tiny_cnn", "--image-size", "8", "--epochs", "2",
+            "--learning-rate", "0.02"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "== stage baseline" in first and "test accuracy" in first
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["baseline"]["model"] == "tiny_cnn"
+    assert 0.3 < report["baseline"]["test_accuracy"] <= 1.0
+    model = keras.models.load_model(tmp_path / report["baseline"]["path"])
+    assert model.count_params() == report["baseline"]["params"]
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["epochs"] == 2
+    assert "| tiny_cnn (baseline)" in (tmp_path / "report.md").read_text()
+
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert "stage baseline: already done, skipped" in second
+    assert "Epoch 1/2" not in second
+
+
+def test_bad_config_value_exits_2_with_message(tmp_path, capsys):
+    code = main(["run", "--out", str(tmp_path), "--set", "train.epochs=-1"])
+    assert code == 2
+    assert "Received: train.epochs=-1" in capsys.readouterr().err
+    assert not (tmp_path / "report.json").exists()
