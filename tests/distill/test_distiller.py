@@ -78,7 +78,8 @@ def test_alpha_one_equals_plain_cross_entropy_update():
     distiller = Distiller(teacher, student)
     distiller.compile(optimizer=keras.optimizers.SGD(0.1), alpha=1.0, temperature=3.0)
     distiller.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
-    plain.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    plain.compile(optimizer=keras.optimizers.SGD(0.1), loss=ce)
     plain.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
     for a, b in zip(student.get_weights(), plain.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -95,7 +95,8 @@ def test_interrupted_training_resumes_from_last_epoch(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(_RESUME_SCRIPT)
     work = tmp_path / "work"
-    code = f"import runpy, sys; sys.argv = {[str(script), str(work), '1']!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
+    argv = [str(script), str(work), "1"]
+    code = f"import runpy, sys; sys.argv = {argv!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
     first = run_python(code)
     assert first.returncode == 17, first.stderr[-2000:]
     assert "FINISHED" not in first.stdout
