@@ -25,3 +25,17 @@ def digits16():
     from tfimgopt.data import load_dataset
 
     return load_dataset("digits", image_size=16)
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(digits16):
+    """A narrow small_cnn trained for a few epochs on 16x16 digits, and its test split."""
+    from tfimgopt.compat import keras
+    from tfimgopt.data import build_pipeline
+    from tfimgopt.models import create_model
+    from tfimgopt.training import train
+
+    keras.utils.set_random_seed(0)
+    model = create_model("small_cnn", digits16.info.image_shape, 10, width=8, dense=64)
+    train(model, build_pipeline(digits16.train, 32, training=True), epochs=4, learning_rate=3e-3, verbose=0)
+    return model

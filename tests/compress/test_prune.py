@@ -1,0 +1,155 @@
+"""Pruning: invariants of the TFMOT wrapper, schedules, 2:4 sparsity, PQAT, and bad input."""
+
+import numpy as np
+import pytest
+
+from tfimgopt.compat import keras
+from tfimgopt.compress import QuantizationError, prune, quantize_aware, sparsity_report, strip
+from tfimgopt.data import build_pipeline
+from tfimgopt.errors import ConfigError
+
+
+def _fit(model, ds, callbacks, epochs=1, lr=1e-3):
+    model.compile(keras.optimizers.SGD(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(ds, epochs=epochs, callbacks=callbacks, verbose=0)
+
+
+def _clone(model):
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+@pytest.fixture(scope="module")
+def batches(digits16):
+    return build_pipeline(digits16.train.take(256), 32)
+
+
+@pytest.fixture(scope="module")
+def images(digits16):
+    return np.stack([x.numpy() for x, _ in digits16.test.take(64)]).astype("float32")
+
+
+def test_default_policy_skips_first_conv_and_classifier(trained_cnn):
+    pruned = prune(trained_cnn, 0.5)
+    assert pruned.pruned_layers == ["conv2", "conv3", "conv4", "fc"]
+    assert set(pruned.skipped_layers) == {"conv1", "classifier"}
+    everything = prune(trained_cnn, 0.5, skip=())
+    assert "conv1" in everything.pruned_layers and "classifier" in everything.pruned_layers
+    by_type = prune(trained_cnn, 0.5, skip=[keras.layers.Dense])
+    assert by_type.pruned_layers == ["conv1", "conv2", "conv3", "conv4"]
+
+
+def test_zero_sparsity_changes_nothing_and_original_is_untouched(trained_cnn, batches, images):
+    model = _clone(trained_cnn)
+    before = model.predict(images, verbose=0)
+    zero = prune(model, 0.0, schedule="constant", frequency=1)
+    _fit(zero.model, batches, zero.callbacks, lr=0.0)
+    np.testing.assert_allclose(zero.model.predict(images, verbose=0), before, rtol=1e-5, atol=1e-5)
+    half = prune(model, 0.5, schedule="constant", frequency=1)
+    _fit(half.model, batches, half.callbacks, lr=0.0)
+    assert np.abs(half.model.predict(images, verbose=0) - before).max() > 1e-3  # the check can fail
+    np.testing.assert_array_equal(model.predict(images, verbose=0), before)  # original weights kept
+
+
+def test_schedule_reaches_target_and_strip_keeps_outputs(trained_cnn, batches, images):
+    steps = int(batches.cardinality())
+    pruned = prune(_clone(trained_cnn), 0.7, end_step=steps, frequency=2)
+    _fit(pruned.model, batches, pruned.callbacks, epochs=2)
+    stripped = strip(pruned.model)
+    assert not any(hasattr(layer, "pruning_vars") for layer in stripped.layers)
+    np.testing.assert_allclose(stripped.predict(images, verbose=0), pruned.model.predict(images, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+    report = sparsity_report(stripped)
+    for name in pruned.pruned_layers:
+        assert abs(report["layers"][name]["sparsity"] - 0.7) < 0.01, (name, report["layers"][name])
+    for name in pruned.skipped_layers:
+        assert report["layers"][name]["sparsity"] < 0.01
+    assert report["model_zeros"] > 0.6 * report["model_params"]
+    assert sparsity_report(pruned.model)["layers"]["fc"]["zeros"] == report["layers"]["fc"]["zeros"]
+
+
+def _is_m_by_n(kernel, m, n):
+    """Every block of n consecutive input-channel weights holds at least m zeros."""
+    rows = np.moveaxis(kernel, -2, -1).reshape(-1, kernel.shape[-2])  # (..., C_OUT, C_IN)
+    blocks = rows.reshape(rows.shape[0], -1, n)
+    return bool(((blocks == 0).sum(-1) >= m).all())
+
+
+def test_two_by_four_pattern_holds_in_every_block(trained_cnn, batches):
+    pruned = prune(_clone(trained_cnn), 0.5, m_by_n=(2, 4), schedule="constant", frequency=1, skip=())
+    assert "1 input channels" in pruned.skipped_layers["conv1"]
+    _fit(pruned.model, batches, pruned.callbacks)
+    stripped = strip(pruned.model)
+    for name in pruned.pruned_layers:
+        kernel = stripped.get_layer(name).kernel.numpy()
+        assert _is_m_by_n(kernel, 2, 4), name
+        assert abs((kernel == 0).mean() - 0.5) < 0.01
+    assert not _is_m_by_n(stripped.get_layer("conv2").kernel.numpy() + 1.0, 2, 4)  # the check can fail
+
+
+def test_pqat_keeps_zeros(trained_cnn, batches):
+    pruned = prune(_clone(trained_cnn), 0.8, schedule="constant", frequency=1)
+    _fit(pruned.model, batches, pruned.callbacks)
+    stripped = strip(pruned.model)
+    zeros_before = sparsity_report(stripped)["layers"]
+    qat = quantize_aware(stripped)  # sparse: picks the prune-preserving scheme
+    _fit(qat, batches, [], lr=1e-2)
+    after = sparsity_report(qat)["layers"]
+    for name in pruned.pruned_layers:
+        assert after[name]["zeros"] >= zeros_before[name]["zeros"], name
+        assert after[name]["sparsity"] >= 0.79
+    plain = quantize_aware(stripped, preserve_sparsity=False)
+    _fit(plain, batches, [], lr=1e-2)
+    assert sparsity_report(plain)["layers"]["fc"]["sparsity"] < 0.5  # without PQAT zeros come back
+
+
+def test_unquantizable_layer_is_named_and_can_be_skipped():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, name="dense_in")(inputs)
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(x))
+    with pytest.raises(QuantizationError, match=r"layer 'norm' \(LayerNormalization\).*skip=\['norm'\]"):
+        quantize_aware(model)
+    qat = quantize_aware(model, skip=["norm"])
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    assert qat.predict(x, verbose=0).shape == (4, 3)
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"target_sparsity": 1.0}, r"in \[0, 1\)\. Received: target_sparsity=1\.0"),
+        ({"target_sparsity": -0.1}, "Received: target_sparsity=-0.1"),
+        ({"end_step": 10, "begin_step": 10}, "Received: end_step=10"),
+        ({"schedule": "cubic"}, r"Valid: \['polynomial', 'constant'\]\. Received: schedule='cubic'"),
+        ({"m_by_n": (4, 2)}, r"Received: m_by_n=\(4, 2\)"),
+        ({"frequency": 0}, "Received: frequency=0"),
+        ({"skip": [keras.layers.Conv2D, keras.layers.Dense]}, "No layer left to prune"),
+    ],
+)
+def test_bad_pruning_arguments(trained_cnn, kwargs, message):
+    args = {"target_sparsity": 0.5, **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        prune(trained_cnn, **args)
+
+
+def test_subclassed_and_keras3_models_rejected_with_advice():
+    with pytest.raises(ConfigError, match="Sequential or functional.*Received: model of type _Subclassed"):
+        prune(_Subclassed(), 0.5)
+    with pytest.raises(ConfigError, match="Sequential or functional"):
+        quantize_aware(_Subclassed())
+    import keras as keras3
+
+    with pytest.raises(ConfigError, match="Keras 3 model"):
+        prune(keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)]), 0.5)
+

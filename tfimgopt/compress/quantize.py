@@ -1,0 +1,123 @@
+"""Quantization-aware training through TFMOT, sparsity-preserving for pruned models."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import tensorflow_model_optimization as tfmot
+
+from tfimgopt.compat import keras
+from tfimgopt.compress.prune import check_graph_model, copy_weights
+from tfimgopt.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_QUANT = tfmot.quantization.keras
+_REGISTRY = _QUANT.default_8bit.Default8BitQuantizeRegistry()
+
+
+class QuantizationError(ConfigError):
+    """A layer that TFMOT's 8-bit scheme cannot quantize."""
+
+
+class FloatPassThrough(_QUANT.QuantizeConfig):
+    """Leaves a layer in float: no weight, activation or output quantizers.
+
+    Used for weightless layers TFMOT does not know (e.g. `Rescaling`): annotating them
+    explicitly stops TFMOT from trying to add an output quantizer it has no config for.
+    """
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {}
+
+
+def quantize_aware(
+    model: keras.Model,
+    *,
+    preserve_sparsity: bool | None = None,
+    skip: Sequence[str | type] = (),
+) -> keras.Model:
+    """Makes a model quantization-aware (fake-quantized) for fine-tuning, via TFMOT.
+
+    Layers TFMOT's default 8-bit scheme does not know and that hold no weights (e.g.
+    the input `Rescaling`) are left in float and logged; the TFLite converter still
+    quantizes their activations. A layer with weights that TFMOT cannot quantize is an
+    error naming it; skip it (it stays float) or annotate it yourself with a
+    `tfmot.quantization.keras.QuantizeConfig`.
+
+    Args:
+        model: A Sequential or functional tf_keras model (plain, or stripped after pruning).
+        preserve_sparsity: Use the prune-preserving scheme (PQAT) so zeros stay zero.
+            None decides by measurement: on when more than 30% of the kernels are zero.
+        skip: Layer names or types to leave unquantized.
+
+    Returns:
+        A new quantization-aware model with the same weights; compile and fit it.
+
+    Raises:
+        ConfigError: for a subclassed or Keras 3 model.
+        QuantizationError: for a layer with weights that TFMOT cannot quantize.
+
+    Example:
+        >>> from tfimgopt.compress import quantize_aware
+        >>> from tfimgopt.models import create_model
+        >>> qat = quantize_aware(create_model("small_cnn", (32, 32, 1), 10))
+    """
+    check_graph_model(model, "quantize_aware")
+    if preserve_sparsity is None:
+        from tfimgopt.compress.prune import sparsity_report
+
+        preserve_sparsity = sparsity_report(model)["overall"] > 0.3
+    skip_names = set()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        asked = any(
+            (isinstance(rule, str) and rule in (layer.name, type(layer).__name__))
+            or (isinstance(rule, type) and isinstance(layer, rule))
+            for rule in skip
+        )
+        if asked:
+            skip_names.add(layer.name)
+        elif not _REGISTRY.supports(layer):
+            if layer.weights:
+                raise QuantizationError(
+                    f"TFMOT's 8-bit scheme cannot quantize layer {layer.name!r} ({type(layer).__name__}). "
+                    f"Leave it in float with quantize_aware(model, skip=[{layer.name!r}]), or annotate it "
+                    "with tfmot.quantization.keras.quantize_annotate_layer(layer, quantize_config=...). "
+                    f"Received: layer={layer.name!r}"
+                )
+            skip_names.add(layer.name)
+            logger.info("QAT: %s (%s) has no weights and stays float", layer.name, type(layer).__name__)
+
+    def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
+        fresh = layer.__class__.from_config(layer.get_config())
+        if isinstance(layer, keras.layers.InputLayer):
+            return fresh
+        if layer.name in skip_names:
+            return _QUANT.quantize_annotate_layer(fresh, quantize_config=FloatPassThrough())
+        return _QUANT.quantize_annotate_layer(fresh)
+
+    annotated = keras.models.clone_model(model, clone_function=annotate)
+    copy_weights(model, annotated)
+    scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity else None
+    with _QUANT.quantize_scope({"FloatPassThrough": FloatPassThrough}):
+        if scheme is None:
+            return _QUANT.quantize_apply(annotated)
+        return _QUANT.quantize_apply(annotated, scheme)

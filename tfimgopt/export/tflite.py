@@ -1,0 +1,378 @@
+"""TFLite export (float32, dynamic, float16, int8) and measurement in the LiteRT interpreter."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tfimgopt import _io
+from tfimgopt.compat import keras, tf
+from tfimgopt.errors import ConfigError, DataError, received
+
+MODES = ("float32", "dynamic", "float16", "int8")
+IO_TYPES = ("float32", "int8", "uint8")
+# Stated tolerances of verify_tflite. Float modes compare logits: max abs difference
+# divided by max(1, largest |Keras logit|). Full-integer models compare decisions.
+FLOAT_TOLERANCE = {"float32": 1e-5, "float16": 5e-3, "dynamic": 5e-2}
+INT8_MIN_AGREEMENT = 0.95
+
+
+def _representative(data: Any, input_shape: Sequence[int], samples: int) -> Callable[[], Iterable[list[np.ndarray]]]:
+    """Turns a dataset of images or (images, labels) batches, or an array, into a generator."""
+    if data is None:
+        raise ConfigError(
+            "mode='int8' needs representative_data: 100-500 typical input images (an array or a "
+            "tf.data.Dataset of images or (images, labels)) to calibrate activation ranges. "
+            "Received: representative_data=None"
+        )
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        if isinstance(spec, tuple):
+            data = data.map(lambda x, *_: x)
+            spec = spec[0]
+        if spec.shape.rank == len(input_shape) - 1:
+            data = data.batch(1)
+        images = np.concatenate([np.asarray(b) for b in data.unbatch().batch(64).take(-(-samples // 64))])
+    else:
+        images = np.asarray(data)
+    images = images[:samples]
+    expected = tuple(input_shape[1:])
+    if images.ndim != len(input_shape) or tuple(images.shape[1:]) != expected:
+        raise DataError(
+            f"representative_data images must have shape (N, {', '.join(map(str, expected))}) to match the "
+            f"model input. Received: shape={images.shape}"
+        )
+    if len(images) == 0:
+        raise DataError("representative_data is empty. Received: 0 images")
+
+    def generate():
+        for image in images:
+            yield [image[None].astype(np.float32)]
+
+    return generate
+
+
+def to_tflite_bytes(
+    model: keras.Model,
+    mode: str = "float32",
+    representative_data: Any = None,
+    *,
+    io_type: str = "float32",
+    num_calibration: int = 200,
+) -> bytes:
+    """Converts a tf_keras model to a TFLite flatbuffer (see `export_tflite`)."""
+    if mode not in MODES:
+        raise ConfigError(f"Unknown TFLite mode. Valid: {list(MODES)}. {received('mode', mode)}")
+    if io_type not in IO_TYPES:
+        raise ConfigError(f"Unknown io_type. Valid: {list(IO_TYPES)}. {received('io_type', io_type)}")
+    if io_type != "float32" and mode != "int8":
+        raise ConfigError(f"io_type={io_type!r} needs mode='int8'. {received('mode', mode)}")
+    if not isinstance(num_calibration, int) or num_calibration < 1:
+        raise ConfigError(f"num_calibration must be an int >= 1. {received('num_calibration', num_calibration)}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "int8":
+        converter.representative_dataset = _representative(representative_data, model.input_shape, num_calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_type != "float32":
+            converter.inference_input_type = getattr(tf, io_type)
+            converter.inference_output_type = getattr(tf, io_type)
+    return converter.convert()
+
+
+def export_tflite(
+    model: keras.Model,
+    mode: str = "float32",
+    representative_data: Any = None,
+    path: str | None = None,
+    *,
+    io_type: str = "float32",
+    num_calibration: int = 200,
+) -> bytes:
+    """Converts a model to TFLite and writes it atomically.
+
+    Args:
+        model: A tf_keras model (plain, stripped after pruning, or quantization-aware).
+        mode: `"float32"`; `"dynamic"` (int8 weights, float activations); `"float16"`
+            (float16 weights); `"int8"` (full integer: weights and activations).
+        representative_data: For `"int8"`: images (array or `tf.data.Dataset` of images
+            or `(images, labels)`), of which `num_calibration` are used to calibrate.
+        path: Where to write the `.tflite` file; nothing is written if None.
+        io_type: For `"int8"`: `"float32"` (quantize inside the model), `"int8"` or
+            `"uint8"` input and output tensors, for integer-only devices.
+        num_calibration: Calibration images used (100-500 is typical).
+
+    Returns:
+        The flatbuffer bytes.
+
+    Raises:
+        ConfigError: unknown mode or io_type, or int8 without representative data.
+        DataError: representative data of the wrong shape, or empty.
+
+    Example:
+        >>> from tfimgopt.export import export_tflite
+        >>> blob = export_tflite(model, "int8", representative_data=images, path="model_int8.tflite")
+    """
+    blob = to_tflite_bytes(model, mode, representative_data, io_type=io_type, num_calibration=num_calibration)
+    if path is not None:
+        _io.write_bytes(path, blob)
+    return blob
+
+
+def _interpreter(model: bytes | str, num_threads: int = 1):
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model, bytes | bytearray):
+        interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
+    else:
+        if not os.path.isfile(model):
+            raise DataError(f"TFLite file not found. {received('path', model)}")
+        interpreter = Interpreter(model_path=model, num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+class TFLiteRunner:
+    """Runs a TFLite model in the LiteRT interpreter on float images, one at a time.
+
+    Quantizes inputs and dequantizes outputs for integer-I/O models, so callers always
+    pass images in the model's input range and get float logits back.
+    """
+
+    def __init__(self, model: bytes | str, num_threads: int = 1):
+        try:
+            self.interpreter = _interpreter(model, num_threads)
+        except (ValueError, RuntimeError) as err:
+            raise DataError(f"Not a valid TFLite model: {err}") from None
+        self.num_threads = num_threads
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self.input["dtype"])
+
+    def _quantize(self, images: np.ndarray) -> np.ndarray:
+        dtype = self.input_dtype
+        if dtype == np.float32:
+            return images.astype(np.float32)
+        scale, zero = self.input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(images / scale + zero), info.min, info.max).astype(dtype)
+
+    def invoke(self, image: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.input["index"], self._quantize(image[None]))
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"])[0]
+        if out.dtype != np.float32:
+            scale, zero = self.output["quantization"]
+            out = (out.astype(np.float32) - zero) * scale
+        return out
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return np.stack([self.invoke(image) for image in np.asarray(images)])
+
+
+def _images_labels(dataset: Any, limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    if isinstance(dataset, tf.data.Dataset):
+        xs, ys = [], []
+        for batch in dataset:
+            x, y = (batch[0], batch[1]) if isinstance(batch, tuple) else (batch, None)
+            xs.append(np.asarray(x))
+            if y is not None:
+                ys.append(np.asarray(y))
+            if limit and sum(len(a) for a in xs) >= limit:
+                break
+        images = np.concatenate(xs)[:limit]
+        labels = np.concatenate(ys)[:limit] if ys else None
+        if labels is not None and labels.ndim == 2:
+            labels = labels.argmax(1)
+        return images, labels
+    images = np.asarray(dataset)[:limit]
+    return images, None
+
+
+def detect_mode(model: bytes | str) -> str:
+    """Tells which of `MODES` a TFLite model was exported with, from its ops and tensors."""
+    runner = model if isinstance(model, TFLiteRunner) else TFLiteRunner(model)
+    ops = op_names(runner)
+    if "QUANTIZE" in ops or runner.input_dtype != np.float32:
+        return "int8"  # full integer: the float input is quantized once, at the start
+    dtypes = {np.dtype(d["dtype"]) for d in runner.interpreter.get_tensor_details()}
+    if np.dtype(np.float16) in dtypes:
+        return "float16"
+    if np.dtype(np.int8) in dtypes:
+        return "dynamic"  # int8 weights, float activations
+    return "float32"
+
+
+def verify_tflite(
+    tflite_model: bytes | str,
+    keras_model: keras.Model,
+    inputs: Any,
+    *,
+    num_samples: int = 32,
+    tolerance: float | None = None,
+    min_agreement: float = INT8_MIN_AGREEMENT,
+) -> dict[str, Any]:
+    """Checks a TFLite model against the Keras model it came from, in LiteRT.
+
+    Float models (float32, float16, dynamic range) must match the Keras logits: the max
+    abs difference divided by max(1, largest |logit|) must stay within `tolerance`
+    (default per mode: `FLOAT_TOLERANCE`). Full-integer models must agree on the top-1
+    class for at least `min_agreement` of the inputs: their logits are quantized, so an
+    exact comparison says nothing.
+
+    Args:
+        tflite_model: Flatbuffer bytes or a `.tflite` path.
+        keras_model: The reference model.
+        inputs: Images (array or dataset of images or `(images, labels)`).
+        num_samples: How many inputs to compare.
+        tolerance: Relative logit tolerance for float models.
+        min_agreement: Minimum top-1 agreement for integer models.
+
+    Returns:
+        `{"mode", "max_abs_diff", "relative_diff", "top1_agreement", "num_samples",
+        "passed", "criterion"}`.
+    """
+    images, _ = _images_labels(inputs, num_samples)
+    runner = TFLiteRunner(tflite_model)
+    mode = detect_mode(runner)
+    got = runner.predict(images)
+    want = keras_model.predict(images.astype(np.float32), verbose=0)
+    diff = float(np.abs(got - want).max())
+    relative = diff / max(1.0, float(np.abs(want).max()))
+    agreement = float((got.argmax(1) == want.argmax(1)).mean())
+    if mode == "int8":
+        passed = agreement >= min_agreement
+        criterion = f"top-1 agreement >= {min_agreement}"
+    else:
+        tol = tolerance if tolerance is not None else FLOAT_TOLERANCE[mode]
+        passed = relative <= tol
+        criterion = f"max abs diff / max(1, max |logit|) <= {tol}"
+    return {
+        "mode": mode, "max_abs_diff": diff, "relative_diff": relative, "top1_agreement": agreement,
+        "num_samples": len(images), "passed": bool(passed), "criterion": criterion,
+    }
+
+
+def op_names(model: bytes | str | TFLiteRunner) -> set[str]:
+    """The set of TFLite builtin op names a model uses."""
+    runner = model if isinstance(model, TFLiteRunner) else TFLiteRunner(model)
+    return {op["op_name"] for op in runner.interpreter._get_ops_details()}
+
+
+def tensor_dtypes(tflite_model: bytes | str) -> dict[str, int]:
+    """Counts the model's tensors by dtype name (e.g. to prove an int8 model is int8)."""
+    runner = TFLiteRunner(tflite_model)
+    counts: dict[str, int] = {}
+    for detail in runner.interpreter.get_tensor_details():
+        name = np.dtype(detail["dtype"]).name
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def file_sizes(blob_or_path: bytes | str) -> dict[str, int]:
+    """Size in bytes of a model file, raw and gzip-compressed (what a download costs)."""
+    blob = blob_or_path if isinstance(blob_or_path, bytes) else open(blob_or_path, "rb").read()
+    return {"size_bytes": len(blob), "gzip_bytes": len(gzip.compress(blob, compresslevel=9, mtime=0))}
+
+
+def evaluate_tflite(
+    tflite_model: bytes | str,
+    dataset: Any,
+    *,
+    num_threads: int = 1,
+    latency_runs: int = 100,
+    warmup: int = 10,
+) -> dict[str, Any]:
+    """Accuracy, latency and size of a TFLite model in the LiteRT interpreter.
+
+    Args:
+        tflite_model: Flatbuffer bytes or a `.tflite` path.
+        dataset: Labelled `(images, labels)` batches (sparse or one-hot labels).
+        num_threads: Interpreter threads (stated in the result; 1 mimics a phone core).
+        latency_runs: Timed single-image invokes (after `warmup` untimed ones).
+        warmup: Untimed invokes first.
+
+    Returns:
+        `{"accuracy", "num_examples", "latency_ms_median", "latency_ms_p90",
+        "num_threads", "size_bytes", "gzip_bytes"}`.
+    """
+    images, labels = _images_labels(dataset)
+    if labels is None:
+        raise DataError("evaluate_tflite needs a labelled dataset of (images, labels).")
+    if len(images) == 0:
+        raise DataError("evaluate_tflite got an empty dataset. Received: 0 examples")
+    runner = TFLiteRunner(tflite_model, num_threads)
+    predictions = runner.predict(images).argmax(1)
+    for i in range(warmup):
+        runner.invoke(images[i % len(images)])
+    times = []
+    for i in range(latency_runs):
+        image = images[i % len(images)]
+        start = time.perf_counter()
+        runner.invoke(image)
+        times.append((time.perf_counter() - start) * 1000.0)
+    blob = tflite_model if isinstance(tflite_model, bytes) else open(tflite_model, "rb").read()
+    return {
+        "accuracy": float((predictions == labels).mean()),
+        "num_examples": int(len(images)),
+        "latency_ms_median": statistics.median(times),
+        "latency_ms_p90": float(np.percentile(times, 90)),
+        "num_threads": num_threads,
+        **file_sizes(blob),
+    }
+
+
+def compare(results: dict[str, dict[str, Any]], baseline: str = "float32") -> dict[str, Any]:
+    """One table of every variant against the baseline: accuracy, size, latency, sparsity.
+
+    Args:
+        results: `{variant name: evaluate_tflite result (+ optional "sparsity")}`.
+        baseline: The variant the ratios are relative to.
+
+    Returns:
+        `{"baseline": name, "rows": [...], "markdown": table}`; rows carry accuracy,
+        accuracy delta (points), sizes, size ratios (baseline / variant: >1 is smaller),
+        latency and latency ratio (variant / baseline: >1 is slower), sparsity.
+    """
+    if baseline not in results:
+        raise ConfigError(f"baseline must be one of the variants {sorted(results)}. {received('baseline', baseline)}")
+    base = results[baseline]
+    rows = []
+    for name, r in results.items():
+        rows.append({
+            "variant": name,
+            "accuracy": r["accuracy"],
+            "accuracy_delta_points": 100.0 * (r["accuracy"] - base["accuracy"]),
+            "size_bytes": r["size_bytes"],
+            "gzip_bytes": r["gzip_bytes"],
+            "size_ratio": base["size_bytes"] / r["size_bytes"],
+            "gzip_ratio": base["gzip_bytes"] / r["gzip_bytes"],
+            "latency_ms_median": r["latency_ms_median"],
+            "latency_ratio": r["latency_ms_median"] / base["latency_ms_median"],
+            "sparsity": r.get("sparsity"),
+        })
+    header = (
+        "| variant | accuracy | delta (pts) | size KiB | gzip KiB | smaller (x) | gzip smaller (x) "
+        "| latency ms | latency ratio | sparsity |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    lines = [header]
+    for row in rows:
+        sparsity = "" if row["sparsity"] is None else f"{row['sparsity']:.0%}"
+        lines.append(
+            f"| {row['variant']} | {row['accuracy']:.4f} | {row['accuracy_delta_points']:+.2f} | "
+            f"{row['size_bytes'] / 1024:,.1f} | {row['gzip_bytes'] / 1024:,.1f} | {row['size_ratio']:.2f} | "
+            f"{row['gzip_ratio']:.2f} | {row['latency_ms_median']:.3f} | {row['latency_ratio']:.2f} | {sparsity} |"
+        )
+    return {"baseline": baseline, "rows": rows, "markdown": "\n".join(lines)}
