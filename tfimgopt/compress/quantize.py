@@ -47,11 +47,24 @@ class FloatPassThrough(_QUANT.QuantizeConfig):
         return {}
 
 
+class RescaleOutputQuantized(FloatPassThrough):
+    """Quantizes only the output of a `Rescaling` layer (8-bit, asymmetric).
+
+    Without a fake-quant after the input rescaling, the TFLite converter gives the
+    rescaled tensor the raw input's [0, 255] range, and a full-int8 model collapses.
+    """
+
+    def get_output_quantizers(self, layer):
+        return [_QUANT.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                                         narrow_range=False)]
+
+
 def quantize_aware(
     model: keras.Model,
     *,
     preserve_sparsity: bool | None = None,
     skip: Sequence[str | type] = (),
+    input_range: tuple[float, float] = (0.0, 255.0),
 ) -> keras.Model:
     """Makes a model quantization-aware (fake-quantized) for fine-tuning, via TFMOT.
 
@@ -66,6 +79,9 @@ def quantize_aware(
         preserve_sparsity: Use the prune-preserving scheme (PQAT) so zeros stay zero.
             None decides by measurement: on when more than 30% of the kernels are zero.
         skip: Layer names or types to leave unquantized.
+        input_range: Value range of the model's input, used to initialise the input
+            quantizer. TFMOT starts every range at [-6, 6] and adapts it slowly, which
+            would clip images in [0, 255] for the whole fine-tuning.
 
     Returns:
         A new quantization-aware model with the same weights; compile and fit it.
@@ -84,7 +100,8 @@ def quantize_aware(
         from tfimgopt.compress.prune import sparsity_report
 
         preserve_sparsity = sparsity_report(model)["overall"] > 0.3
-    skip_names = set()
+    skip_names: set[str] = set()
+    asked_names: set[str] = set()
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
@@ -95,6 +112,7 @@ def quantize_aware(
         )
         if asked:
             skip_names.add(layer.name)
+            asked_names.add(layer.name)
         elif not _REGISTRY.supports(layer):
             if layer.weights:
                 raise QuantizationError(
@@ -110,6 +128,8 @@ def quantize_aware(
         fresh = layer.__class__.from_config(layer.get_config())
         if isinstance(layer, keras.layers.InputLayer):
             return fresh
+        if isinstance(layer, keras.layers.Rescaling) and layer.name not in asked_names:
+            return _QUANT.quantize_annotate_layer(fresh, quantize_config=RescaleOutputQuantized())
         if layer.name in skip_names:
             return _QUANT.quantize_annotate_layer(fresh, quantize_config=FloatPassThrough())
         return _QUANT.quantize_annotate_layer(fresh)
@@ -117,7 +137,24 @@ def quantize_aware(
     annotated = keras.models.clone_model(model, clone_function=annotate)
     copy_weights(model, annotated)
     scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity else None
-    with _QUANT.quantize_scope({"FloatPassThrough": FloatPassThrough}):
-        if scheme is None:
-            return _QUANT.quantize_apply(annotated)
-        return _QUANT.quantize_apply(annotated, scheme)
+    with _QUANT.quantize_scope({"FloatPassThrough": FloatPassThrough, "RescaleOutputQuantized": RescaleOutputQuantized}):
+        qat = _QUANT.quantize_apply(annotated) if scheme is None else _QUANT.quantize_apply(annotated, scheme)
+    low, high = input_range
+    for layer in qat.layers:
+        inner = getattr(layer, "layer", None)
+        if type(layer).__name__ == "QuantizeLayer":
+            _set_range(layer, low, high)
+        elif isinstance(inner, keras.layers.Rescaling):
+            # The rescaled range is known exactly: no need to wait for the moving average.
+            low, high = sorted((low * inner.scale + inner.offset, high * inner.scale + inner.offset))
+            _set_range(layer, low, high)
+    return qat
+
+
+def _set_range(layer: keras.layers.Layer, low: float, high: float) -> None:
+    for var in layer.weights:
+        name = var.name.split("/")[-1].split(":")[0]
+        if name.endswith("_min") and var.shape.rank == 0:
+            var.assign(float(low))
+        elif name.endswith("_max") and var.shape.rank == 0:
+            var.assign(float(high))
