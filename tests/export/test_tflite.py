@@ -121,7 +121,8 @@ def test_compare_builds_ratios_against_baseline():
 
 
 def test_bad_export_arguments(trained_cnn, calibration):
-    with pytest.raises(ConfigError, match=r"Valid: \['float32', 'dynamic', 'float16', 'int8'\]\. Received: mode='int4'"):
+    valid = r"Valid: \['float32', 'dynamic', 'float16', 'int8'\]\. Received: mode='int4'"
+    with pytest.raises(ConfigError, match=valid):
         export_tflite(trained_cnn, "int4")
     with pytest.raises(ConfigError, match="needs representative_data.*Received: representative_data=None"):
         export_tflite(trained_cnn, "int8")

@@ -137,7 +137,8 @@ def quantize_aware(
     annotated = keras.models.clone_model(model, clone_function=annotate)
     copy_weights(model, annotated)
     scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity else None
-    with _QUANT.quantize_scope({"FloatPassThrough": FloatPassThrough, "RescaleOutputQuantized": RescaleOutputQuantized}):
+    custom = {"FloatPassThrough": FloatPassThrough, "RescaleOutputQuantized": RescaleOutputQuantized}
+    with _QUANT.quantize_scope(custom):
         qat = _QUANT.quantize_apply(annotated) if scheme is None else _QUANT.quantize_apply(annotated, scheme)
     low, high = input_range
     for layer in qat.layers:
