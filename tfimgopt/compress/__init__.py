@@ -1,5 +1,6 @@
 """Compression through TFMOT: magnitude pruning and quantization-aware training."""
 
+from tfimgopt.compress.keras3 import from_keras3
 from tfimgopt.compress.prune import (
     SCHEDULES,
     Pruned,
@@ -17,6 +18,7 @@ __all__ = [
     "Pruned",
     "QuantizationError",
     "check_graph_model",
+    "from_keras3",
     "plan_pruning",
     "prune",
     "prune_and_finetune",
