@@ -17,6 +17,10 @@ _QUANT = tfmot.quantization.keras
 _REGISTRY = _QUANT.default_8bit.Default8BitQuantizeRegistry()
 
 
+# TFMOT folds these into the preceding convolution during quantize_apply (Conv-BN-ReLU).
+_FOLDED = (keras.layers.BatchNormalization,)
+
+
 class QuantizationError(ConfigError):
     """A layer that TFMOT's 8-bit scheme cannot quantize."""
 
@@ -113,7 +117,7 @@ def quantize_aware(
         if asked:
             skip_names.add(layer.name)
             asked_names.add(layer.name)
-        elif not _REGISTRY.supports(layer):
+        elif not _REGISTRY.supports(layer) and not isinstance(layer, _FOLDED):
             if layer.weights:
                 raise QuantizationError(
                     f"TFMOT's 8-bit scheme cannot quantize layer {layer.name!r} ({type(layer).__name__}). "
@@ -139,7 +143,14 @@ def quantize_aware(
     scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity else None
     custom = {"FloatPassThrough": FloatPassThrough, "RescaleOutputQuantized": RescaleOutputQuantized}
     with _QUANT.quantize_scope(custom):
-        qat = _QUANT.quantize_apply(annotated) if scheme is None else _QUANT.quantize_apply(annotated, scheme)
+        try:
+            qat = _QUANT.quantize_apply(annotated) if scheme is None else _QUANT.quantize_apply(annotated, scheme)
+        except (RuntimeError, ValueError) as err:
+            # e.g. a BatchNormalization that does not follow a convolution, so cannot be folded.
+            raise QuantizationError(
+                f"TFMOT could not quantize the model: {err} Leave the layer in float with "
+                "quantize_aware(model, skip=[name]) or annotate it with a QuantizeConfig."
+            ) from None
     low, high = input_range
     for layer in qat.layers:
         inner = getattr(layer, "layer", None)
