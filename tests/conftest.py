@@ -39,3 +39,13 @@ def trained_cnn(digits16):
     model = create_model("small_cnn", digits16.info.image_shape, 10, width=8, dense=64)
     train(model, build_pipeline(digits16.train, 32, training=True), epochs=4, learning_rate=3e-3, verbose=0)
     return model
+
+
+@pytest.fixture(scope="session")
+def mirrored():
+    """One MirroredStrategy over the two logical CPUs for the whole session.
+
+    Several MirroredStrategy objects in one process reuse collective instance keys and
+    can abort each other's all-reduces ("Shape mismatch in the collective instance").
+    """
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -32,8 +32,8 @@ def test_train_learns_digits_and_writes_work_dir(digits16, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
 
 
-def test_builder_function_is_built_in_strategy_scope(digits16):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_builder_function_is_built_in_strategy_scope(digits16, mirrored):
+    strategy = mirrored
     train_ds = build_pipeline(digits16.train.take(64), 16, training=True)
     history = train(
         lambda: create_model("tiny_cnn", digits16.info.image_shape, 10), train_ds, epochs=1,
