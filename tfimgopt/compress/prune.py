@@ -47,7 +47,8 @@ def _prunable_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in model.layers if isinstance(layer, _PRUNABLE)]
 
 
-def _matches(layer: keras.layers.Layer, rules: Iterable[str | type]) -> bool:
+def matches_layer(layer: keras.layers.Layer, rules: Iterable[str | type]) -> bool:
+    """True if a rule names the layer, names its class, or is a class it is an instance of."""
     for rule in rules:
         if isinstance(rule, str) and rule in (layer.name, type(layer).__name__):
             return True
@@ -81,7 +82,7 @@ def plan_pruning(
             skipped[denses[-1].name] = "classifier (default policy)"
     else:
         for layer in candidates:
-            if _matches(layer, skip):
+            if matches_layer(layer, skip):
                 skipped[layer.name] = "skipped by request"
     if m_by_n is not None:
         n = m_by_n[1]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import tensorflow_model_optimization as tfmot
 
 from tfimgopt.compat import keras
-from tfimgopt.compress.prune import check_graph_model, copy_weights
+from tfimgopt.compress.prune import check_graph_model, copy_weights, matches_layer
 from tfimgopt.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -109,12 +109,7 @@ def quantize_aware(
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        asked = any(
-            (isinstance(rule, str) and rule in (layer.name, type(layer).__name__))
-            or (isinstance(rule, type) and isinstance(layer, rule))
-            for rule in skip
-        )
-        if asked:
+        if matches_layer(layer, skip):
             skip_names.add(layer.name)
             asked_names.add(layer.name)
         elif not _REGISTRY.supports(layer) and not isinstance(layer, _FOLDED):
