@@ -48,3 +48,13 @@ def test_bad_config_value_exits_2_with_message(tmp_path, capsys):
     assert code == 2
     assert "Received: train.epochs=-1" in capsys.readouterr().err
     assert not (tmp_path / "report.json").exists()
+
+
+def test_augment_preview_writes_png(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    code = main(["augment-preview", "--policy", "[random_flip, {op: random_rotation, factor: 0.1}, cutmix]",
+                 "--out", str(out), "--image-size", "16", "--images", "3", "--variants", "2"])
+    assert code == 0 and str(out) in capsys.readouterr().out
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["augment-preview", "--policy", "sharpen", "--out", str(tmp_path / "x.png")]) == 2
+    assert "Unknown augmentation 'sharpen'" in capsys.readouterr().err

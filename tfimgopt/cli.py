@@ -75,6 +75,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_augment_preview(args: argparse.Namespace) -> int:
+    from tfimgopt.pipeline.previews import augmentation_preview
+
+    path = augmentation_preview(
+        source=args.source, policy=args.policy, out=args.out, image_size=args.image_size,
+        images=args.images, variants=args.variants, seed=args.seed, data_dir=args.data_dir,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `tfimgopt` command (public for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -100,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(p)
     _add_train_flags(p)
     p.set_defaults(fn=_cmd_train)
+
+    p = sub.add_parser("augment-preview", help="draw a PNG grid of what an augmentation policy does")
+    p.add_argument("--source", default="digits", help="digits | tfds:<name> | a folder (default digits)")
+    p.add_argument("--policy", default="default",
+                   help="policy or layer name, or a YAML/JSON list of ops (see tfimgopt.augment.list_augmentations)")
+    p.add_argument("--out", default="augment_preview.png", help="PNG path (default augment_preview.png)")
+    p.add_argument("--image-size", type=int, default=64, help="square image size (default 64)")
+    p.add_argument("--images", type=int, default=6, help="rows: images shown (default 6)")
+    p.add_argument("--variants", type=int, default=5, help="augmented versions per image (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the augmentations (default 0)")
+    p.add_argument("--data-dir", help="TFDS data directory")
+    p.set_defaults(fn=_cmd_augment_preview)
     return parser
 
 

@@ -40,7 +40,9 @@ def build_pipeline(
         cache: Caches the examples in memory after loading.
         drop_remainder: Drops the last short batch, for static shapes (TPUs, XLA).
         augment: A callable mapping a batch `(images, labels)` to a new batch, or a
-            callable on images alone; applied to training batches only.
+            callable on images alone; applied to training batches only.  A
+            `tfimgopt.augment.Augmentation` gets a per-batch seed derived from `seed`,
+            so two runs with the same seed see identical augmented batches.
         label_mode: `"sparse"` integer labels or `"one_hot"` float labels (needed by
             MixUp/CutMix, whose labels are soft).
         num_classes: Number of classes, required for `"one_hot"`.
@@ -76,13 +78,23 @@ def build_pipeline(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     if training and augment is not None:
+        if getattr(augment, "accepts_seed", False):
+            # One stateless seed per batch, from a seeded stream that differs per epoch
+            # yet repeats across runs: reproducible even with parallel map calls.
+            seeds = tf.data.Dataset.random(seed=0 if seed is None else seed, rerandomize_each_iteration=True)
+            dataset = tf.data.Dataset.zip(dataset, seeds.batch(2))
         dataset = dataset.map(_batch_fn(augment), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def _batch_fn(augment: Callable) -> Callable:
-    """Adapts an images-only augmentation to `(images, labels)` batches."""
-    if getattr(augment, "takes_labels", False):
+    """Adapts an augmentation to `(images, labels)` batches (with a seed if it takes one)."""
+    takes_labels = getattr(augment, "takes_labels", False)
+    if getattr(augment, "accepts_seed", False):
+        if takes_labels:
+            return lambda batch, seed: augment(batch, seed=seed)
+        return lambda batch, seed: (augment(batch[0], seed=seed), batch[1])
+    if takes_labels:
         return lambda x, y: augment((x, y))
 
     def apply(images, labels):
