@@ -11,7 +11,7 @@ from tfimgopt.compress.prune import (
     sparsity_report,
     strip,
 )
-from tfimgopt.compress.quantize import QuantizationError, quantize_aware
+from tfimgopt.compress.quantize import QuantizationError, quantize_and_finetune, quantize_aware
 
 __all__ = [
     "SCHEDULES",
@@ -22,6 +22,7 @@ __all__ = [
     "plan_pruning",
     "prune",
     "prune_and_finetune",
+    "quantize_and_finetune",
     "quantize_aware",
     "sparsity_report",
     "strip",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import tensorflow_model_optimization as tfmot
 
-from tfimgopt.compat import keras
+from tfimgopt.compat import keras, tf
 from tfimgopt.compress.prune import check_graph_model, copy_weights, matches_layer
 from tfimgopt.errors import ConfigError
 
@@ -165,3 +166,34 @@ def _set_range(layer: keras.layers.Layer, low: float, high: float) -> None:
             var.assign(float(low))
         elif name.endswith("_max") and var.shape.rank == 0:
             var.assign(float(high))
+
+
+def quantize_and_finetune(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset | None = None,
+    epochs: int = 1,
+    *,
+    learning_rate: float = 1e-4,
+    work_dir: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    jit_compile: bool | None = None,
+    verbose: int | str = "auto",
+    **qat_kwargs: Any,
+) -> keras.Model:
+    """`quantize_aware` built in `strategy`'s scope, then fine-tuned with the shared loop.
+
+    Resumes from `work_dir` backups like every tfimgopt training path. Export the result
+    with `export_tflite(qat_model, "int8", representative_data=...)`.
+
+    Returns:
+        The fine-tuned quantization-aware model.
+    """
+    from tfimgopt.training import train
+
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        qat = quantize_aware(model, **qat_kwargs)
+    history = train(qat, train_ds, val_ds, epochs, learning_rate=learning_rate, strategy=strategy,
+                    work_dir=work_dir, jit_compile=jit_compile, verbose=verbose)
+    return history.model
