@@ -1,5 +1,17 @@
-"""Knowledge distillation: a Keras `Distiller` and its helpers."""
+"""Knowledge distillation: a Keras `Distiller`, training and tuning helpers."""
 
-from tfimgopt.distill.distiller import Distiller, distillation_loss, with_teacher_logits
+from tfimgopt.distill.distiller import UNLABELLED, Distiller, distillation_loss, with_teacher_logits
+from tfimgopt.distill.tune import METHODS, TuneResult, distill, make_distiller, student_accuracy, tune_distillation
 
-__all__ = ["Distiller", "distillation_loss", "with_teacher_logits"]
+__all__ = [
+    "METHODS",
+    "UNLABELLED",
+    "Distiller",
+    "TuneResult",
+    "distill",
+    "distillation_loss",
+    "make_distiller",
+    "student_accuracy",
+    "tune_distillation",
+    "with_teacher_logits",
+]

@@ -18,6 +18,8 @@ from tfimgopt.errors import ConfigError, received
 
 TEACHER_LOGITS = "teacher_logits"
 LABEL = "label"
+LABELLED = "labelled"
+UNLABELLED = -1  # the sparse label of an unlabelled example (tfimgopt.data.UNLABELLED)
 
 
 def _check_alpha(alpha: Any) -> float:
@@ -75,6 +77,13 @@ class Distiller(keras.Model):
     sparse integers or one-hot/soft rows (MixUp, CutMix). Batches may carry
     precomputed teacher logits as `(x, {"label": y, "teacher_logits": t})` (see
     `with_teacher_logits`), which skips the teacher's forward pass.
+
+    Unlabelled images (a transfer set) train too: an example whose sparse label is -1,
+    whose soft label row is all zeros, or whose `{"labelled": 0}` mask says so gets only
+    the distillation term, `(1 - alpha) * T^2 * KL`; a batch of images alone (no labels)
+    is all unlabelled.  The loss is still averaged over every example of the global
+    batch, so the update under a distribution strategy equals the single-device one.
+    Student loss and metrics are averaged over labelled examples only.
 
     Both models must output logits. After training, save or compress
     `distiller.student` on its own.
@@ -151,7 +160,10 @@ class Distiller(keras.Model):
             temperature: Overrides the constructor's temperature.
             **kwargs: Passed to `keras.Model.compile` (e.g. `jit_compile=True`).
         """
-        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        # As weighted metrics, so that unlabelled examples (weight 0) do not count:
+        # Keras ignores sample weights for plain `metrics`.
+        weighted = list(metrics or []) + list(kwargs.pop("weighted_metrics", None) or [])
+        super().compile(optimizer=optimizer, weighted_metrics=weighted or None, **kwargs)
         if alpha is not None:
             self.alpha = _check_alpha(alpha)
         if temperature is not None:
@@ -167,6 +179,11 @@ class Distiller(keras.Model):
             trackers += self.compiled_metrics.metrics
         return trackers
 
+    @property
+    def checkpoint_model(self) -> keras.Model:
+        """What checkpoints save: the student (the teacher never changes)."""
+        return self.student
+
     def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
         return self.student(inputs, training=training)
 
@@ -179,28 +196,45 @@ class Distiller(keras.Model):
         y = tf.reshape(tf.cast(y, tf.int32), [-1])
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
 
-    def _unpack(self, data: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
-        x, y = data[0], data[1]
-        teacher_logits = None
+    def _unpack(self, data: Any):
+        """`(x, y, teacher_logits, labelled_mask)`; y is made safe to feed the hard loss."""
+        if isinstance(data, tuple | list) and len(data) >= 2:
+            x, y = data[0], data[1]
+        else:
+            x, y = (data[0] if isinstance(data, tuple | list) else data), None
+        teacher_logits, mask = None, None
         if isinstance(y, dict):
             teacher_logits = y.get(TEACHER_LOGITS)
-            y = y[LABEL]
-        return x, y, teacher_logits
+            mask = y.get(LABELLED)
+            y = y.get(LABEL)
+        batch = tf.shape(x)[0]
+        if y is None:
+            y = tf.zeros([batch], tf.int32)
+            mask = tf.zeros([batch], tf.float32)
+        elif y.dtype.is_floating and y.shape.rank == 2:
+            if mask is None:
+                mask = tf.cast(tf.reduce_sum(y, axis=-1) > 0, tf.float32)
+        else:
+            y = tf.reshape(y, [-1])
+            if mask is None:
+                mask = tf.cast(y >= 0, tf.float32)
+            y = tf.maximum(y, tf.zeros_like(y))
+        return x, y, teacher_logits, tf.cast(tf.reshape(mask, [-1]), tf.float32)
 
-    def _loss_terms(self, y, student_logits, teacher_logits):
-        hard = self._hard_loss(y, student_logits)
+    def _loss_terms(self, y, student_logits, teacher_logits, mask):
+        hard = self._hard_loss(y, student_logits) * mask
         soft = self.distillation_loss_fn(teacher_logits, student_logits, self.temperature)
         per_example = self.alpha * hard + (1.0 - self.alpha) * soft
         return hard, soft, per_example
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x, y, teacher_logits = self._unpack(data)
+        x, y, teacher_logits, mask = self._unpack(data)
         if teacher_logits is None:
             teacher_logits = self.teacher(x, training=False)
         teacher_logits = tf.stop_gradient(teacher_logits)
         with tf.GradientTape() as tape:
             student_logits = self.student(x, training=True)
-            hard, soft, per_example = self._loss_terms(y, student_logits, teacher_logits)
+            hard, soft, per_example = self._loss_terms(y, student_logits, teacher_logits, mask)
             # Sum over the replica's examples / global batch: gradients summed across
             # replicas then equal the single-device gradient of the batch mean.
             loss = tf.nn.compute_average_loss(per_example)
@@ -212,21 +246,21 @@ class Distiller(keras.Model):
         if hasattr(self.optimizer, "get_unscaled_gradients"):
             grads = self.optimizer.get_unscaled_gradients(grads)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return self._update_metrics(y, student_logits, hard, soft, per_example)
+        return self._update_metrics(y, student_logits, hard, soft, per_example, mask)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x, y, teacher_logits = self._unpack(data)
+        x, y, teacher_logits, mask = self._unpack(data)
         student_logits = self.student(x, training=False)
         if teacher_logits is None:
             teacher_logits = self.teacher(x, training=False)
-        hard, soft, per_example = self._loss_terms(y, student_logits, teacher_logits)
-        return self._update_metrics(y, student_logits, hard, soft, per_example)
+        hard, soft, per_example = self._loss_terms(y, student_logits, teacher_logits, mask)
+        return self._update_metrics(y, student_logits, hard, soft, per_example, mask)
 
-    def _update_metrics(self, y, student_logits, hard, soft, per_example) -> dict[str, tf.Tensor]:
-        self.student_loss_tracker.update_state(hard)
+    def _update_metrics(self, y, student_logits, hard, soft, per_example, mask) -> dict[str, tf.Tensor]:
+        self.student_loss_tracker.update_state(hard, sample_weight=mask)
         self.distillation_loss_tracker.update_state(soft)
         self.total_loss_tracker.update_state(per_example)
-        self.compiled_metrics.update_state(y, student_logits)
+        self.compiled_metrics.update_state(y, student_logits, sample_weight=mask)
         return {m.name: m.result() for m in self.metrics}
 
     def get_config(self) -> dict[str, Any]:

@@ -68,8 +68,10 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
             if not better:
                 return
         self.best = value
+        # A model may name the part worth keeping (a Distiller keeps its student).
+        target = getattr(self.model, "checkpoint_model", self.model)
         with atomic_path(self.path) as tmp:
-            self.model.save(tmp)
+            target.save(tmp)
 
 
 def train(
