@@ -25,7 +25,8 @@ def test_train_command_saves_a_model(tmp_path, capsys):
 
 def test_run_writes_report_and_resume_skips_finished_stage(tmp_path, capsys):
     args = ["run", "--out", str(tmp_path), "--model", "tiny_cnn", "--image-size", "8", "--epochs", "2",
-            "--learning-rate", "0.02"]
+            "--learning-rate", "0.02", "--set", "distill.enabled=false", "--set", "compress.enabled=false",
+            "--set", "export.modes=[float32]", "--optimize-for", "accuracy"]
     assert main(args) == 0
     first = capsys.readouterr().out
     assert "== stage baseline" in first and "test accuracy" in first
@@ -35,7 +36,8 @@ def test_run_writes_report_and_resume_skips_finished_stage(tmp_path, capsys):
     model = keras.models.load_model(tmp_path / report["baseline"]["path"])
     assert model.count_params() == report["baseline"]["params"]
     assert json.loads((tmp_path / "config.json").read_text())["train"]["epochs"] == 2
-    assert "| tiny_cnn (baseline)" in (tmp_path / "report.md").read_text()
+    assert "| baseline | tiny_cnn" in (tmp_path / "report.md").read_text()
+    assert report["selection"]["variant"] == "baseline_float32"
 
     assert main(args) == 0
     second = capsys.readouterr().out
@@ -58,3 +60,38 @@ def test_augment_preview_writes_png(tmp_path, capsys):
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert main(["augment-preview", "--policy", "sharpen", "--out", str(tmp_path / "x.png")]) == 2
     assert "Unknown augmentation 'sharpen'" in capsys.readouterr().err
+
+
+def test_single_step_commands_chain(tmp_path, capsys):
+    data = ["--image-size", "8", "--set", "export.latency_runs=2", "--set", "export.num_calibration=16"]
+    teacher, student = tmp_path / "t.keras", tmp_path / "s.keras"
+    assert main(["train", "-o", str(teacher), "--model", "tiny_cnn", "--epochs", "1", *data[:2]]) == 0
+    assert main(["distill", "--teacher", str(teacher), "-o", str(student), "--epochs", "1", "--alpha", "0.5",
+                 "--unlabelled-fraction", "0.5", *data]) == 0
+    assert "test_accuracy" in capsys.readouterr().out
+    pruned = tmp_path / "p.keras"
+    assert main(["prune", str(student), "-o", str(pruned), "--sparsity", "0.6", "--epochs", "1", *data]) == 0
+    assert "sparsity: 0.59" in capsys.readouterr().out  # TFMOT rounds per layer
+    assert main(["quantize", str(pruned), "-o", str(tmp_path / "q.tflite"), "--epochs", "1", *data]) == 0
+    assert main(["export", str(pruned), "-o", str(tmp_path / "p.tflite"), "--mode", "int8", *data]) == 0
+    assert "passed=True" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "p.tflite"), *data]) == 0
+    assert "latency_ms_median" in capsys.readouterr().out
+    assert main(["export", str(pruned), "-o", str(tmp_path / "p.bin"), *data]) == 2
+    assert "must end in .tflite" in capsys.readouterr().err
+
+
+def test_lambda_model_is_refused_unless_unsafe(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Lambda(lambda x: x * 2.0),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    assert main(["evaluate", str(path), "--image-size", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "Refused to load" in err and "--unsafe" in err
+    assert main(["evaluate", str(path), "--image-size", "8", "--unsafe"]) == 0
+    assert main(["evaluate", str(tmp_path / "missing.keras")]) == 2
+    assert "Model file not found" in capsys.readouterr().err
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    assert main(["evaluate", str(tmp_path / "junk.keras")]) == 2
+    assert "Received: model=" in capsys.readouterr().err

@@ -33,6 +33,7 @@ def make_distiller(teacher, student, train_ds, *, alpha=0.1, temperature=4.0, le
         if not isinstance(student, keras.Model):
             student = student()
         distiller = Distiller(teacher, student, alpha=alpha, temperature=temperature)
+        distiller.build(student.input_shape)  # BackupAndRestore needs a built model to restore into
         soft = _soft_labels(train_ds)
         metric = keras.metrics.CategoricalAccuracy if soft else keras.metrics.SparseCategoricalAccuracy
         distiller.compile(keras.optimizers.Adam(learning_rate), metrics=[metric(name="accuracy")],

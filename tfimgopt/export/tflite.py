@@ -6,6 +6,7 @@ import gzip
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -86,7 +87,11 @@ def to_tflite_bytes(
         if io_type != "float32":
             converter.inference_input_type = getattr(tf, io_type)
             converter.inference_output_type = getattr(tf, io_type)
-    return converter.convert()
+    with warnings.catch_warnings():
+        # The converter warns for QAT models whose input statistics it gets from the
+        # representative data instead of a fake-quant node: expected, not a problem.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+        return converter.convert()
 
 
 def export_tflite(

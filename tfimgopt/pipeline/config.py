@@ -25,8 +25,20 @@ class DataConfig:
     data_dir: str | None = None
     try_gcs: bool = False
     download: bool = False
+    #: Share of the training split whose labels are dropped (an experiment: the
+    #: distillation stage then uses those images as an unlabelled transfer set).
+    unlabelled_fraction: float = 0.0
+    #: A folder of extra images without labels (any layout) for the transfer set.
+    unlabelled_folder: str | None = None
 
     def validate(self) -> None:
+        _check(0 <= self.unlabelled_fraction < 1, "data.unlabelled_fraction", self.unlabelled_fraction, "[0, 1)")
+        if self.unlabelled_folder is not None:
+            _check(os.path.isdir(self.unlabelled_folder), "data.unlabelled_folder", self.unlabelled_folder,
+                   "an existing folder of images")
+        if not self.source.startswith("tfds:") and self.source != "digits":
+            _check(os.path.isdir(self.source), "data.source", self.source,
+                   "'digits', 'tfds:<name>' or an existing folder of class subfolders")
         _check(self.image_size >= 8, "data.image_size", self.image_size, "an int >= 8")
         _check(self.channels in (None, 1, 3), "data.channels", self.channels, "1, 3 or null")
         _check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an int >= 1")
@@ -40,19 +52,133 @@ class TrainConfig:
     """The baseline (teacher) model and how it is trained."""
 
     model: str = "small_cnn"
-    epochs: int = 10
+    #: Keyword arguments of the model builder, e.g. {"width": 16} for small_cnn.
+    model_options: dict | None = None
+    epochs: int = 20
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     jit_compile: bool = False
+    #: `tfimgopt.distribute.create_strategy` kind.
+    strategy: str = "auto"
+    #: Keras precision policy; "auto" follows the device (bfloat16 TPU, float16 GPU).
+    precision: str = "auto"
+    #: Augmentation: a policy or layer name (see `tfimgopt.augment.list_augmentations`),
+    #: "auto" (the `digits` policy for digits, `default` otherwise), or "none".
+    augment: str = "auto"
+    #: A declarative list of augmentation ops; replaces `augment` when given.
+    augment_spec: list | None = None
+    #: Where augmentation runs: "auto", "data" (tf.data) or "model" (first layers).
+    augment_placement: str = "auto"
 
     def validate(self) -> None:
+        from tfimgopt.augment import PLACEMENTS, list_augmentations
+        from tfimgopt.distribute import PRECISIONS, STRATEGIES
         from tfimgopt.models import list_models
 
         _check(self.model in list_models(), "train.model", self.model, f"one of {list_models()}")
+        _check(self.model_options is None or isinstance(self.model_options, dict), "train.model_options",
+               self.model_options, "a table of builder arguments")
         _check(self.epochs >= 1, "train.epochs", self.epochs, "an int >= 1")
         optimizers = ("adam", "adamw", "sgd", "rmsprop")
         _check(self.optimizer in optimizers, "train.optimizer", self.optimizer, f"one of {optimizers}")
         _check(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "a float > 0")
+        _check(self.strategy in STRATEGIES, "train.strategy", self.strategy, f"one of {STRATEGIES}")
+        _check(self.precision in PRECISIONS, "train.precision", self.precision, f"one of {PRECISIONS}")
+        names = ["auto", *list_augmentations()["policies"], *list_augmentations()["layers"]]
+        _check(self.augment in names, "train.augment", self.augment, f"one of {names}")
+        _check(self.augment_placement in PLACEMENTS, "train.augment_placement", self.augment_placement,
+               f"one of {PLACEMENTS}")
+        if self.augment_spec is not None:
+            from tfimgopt.augment import create_augmentation
+
+            create_augmentation(self.augment_spec)  # raises ConfigError naming the bad op
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """The distilled student."""
+
+    enabled: bool = True
+    student: str = "tiny_cnn"
+    #: Keyword arguments of the student builder (tiny_cnn: {"filters": N}).
+    student_options: dict | None = dataclasses.field(default_factory=lambda: {"filters": 16})
+    epochs: int = 40
+    alpha: float = 0.1
+    temperature: float = 4.0
+    learning_rate: float = 3e-3
+    #: Choose alpha and temperature by validation accuracy (`tune_distillation`).
+    tune: bool = False
+    tune_alphas: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.5])
+    tune_temperatures: list[float] = dataclasses.field(default_factory=lambda: [1.0, 2.0, 4.0])
+    tune_method: str = "halving"
+
+    def validate(self) -> None:
+        from tfimgopt.distill import METHODS
+        from tfimgopt.models import list_models
+
+        _check(self.student in list_models(), "distill.student", self.student, f"one of {list_models()}")
+        _check(self.student_options is None or isinstance(self.student_options, dict), "distill.student_options",
+               self.student_options, "a table of builder arguments")
+        _check(self.epochs >= 1, "distill.epochs", self.epochs, "an int >= 1")
+        _check(0 <= self.alpha <= 1, "distill.alpha", self.alpha, "a number in [0, 1]")
+        _check(0 < self.temperature < float("inf"), "distill.temperature", self.temperature, "a number > 0")
+        _check(self.learning_rate > 0, "distill.learning_rate", self.learning_rate, "a float > 0")
+        _check(bool(self.tune_alphas) and all(0 <= a <= 1 for a in self.tune_alphas), "distill.tune_alphas",
+               self.tune_alphas, "a non-empty list of numbers in [0, 1]")
+        _check(bool(self.tune_temperatures) and all(t > 0 for t in self.tune_temperatures),
+               "distill.tune_temperatures", self.tune_temperatures, "a non-empty list of numbers > 0")
+        _check(self.tune_method in METHODS, "distill.tune_method", self.tune_method, f"one of {METHODS}")
+
+
+@dataclasses.dataclass
+class CompressConfig:
+    """Pruning (with sparsity-preserving QAT) of the deployed model."""
+
+    enabled: bool = True
+    target_sparsity: float = 0.5
+    epochs: int = 4
+    learning_rate: float = 1e-3
+    #: Layer names to leave dense; null = default policy (first conv and classifier,
+    #: or every layer when that would leave nothing to prune, as in tiny students).
+    skip: list[str] | None = None
+    #: Quantization-aware fine-tuning epochs after pruning (0 skips QAT).
+    qat_epochs: int = 1
+    qat_learning_rate: float = 1e-4
+
+    def validate(self) -> None:
+        _check(0 < self.target_sparsity < 1, "compress.target_sparsity", self.target_sparsity, "a number in (0, 1)")
+        _check(self.epochs >= 1, "compress.epochs", self.epochs, "an int >= 1")
+        _check(self.learning_rate > 0, "compress.learning_rate", self.learning_rate, "a float > 0")
+        _check(self.qat_epochs >= 0, "compress.qat_epochs", self.qat_epochs, "an int >= 0")
+        _check(self.qat_learning_rate > 0, "compress.qat_learning_rate", self.qat_learning_rate, "a float > 0")
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """TFLite export and measurement in the LiteRT interpreter."""
+
+    modes: list[str] = dataclasses.field(default_factory=lambda: ["float32", "dynamic", "float16", "int8"])
+    num_calibration: int = 200
+    latency_runs: int = 50
+    num_threads: int = 1
+    #: Pick the deployed variant: "size", "latency" or "accuracy".
+    optimize_for: str = "size"
+    #: Largest accepted accuracy drop (percentage points) against the float32 baseline.
+    max_accuracy_drop: float = 1.0
+
+    def validate(self) -> None:
+        from tfimgopt.export import MODES
+
+        _check(bool(self.modes) and all(m in MODES for m in self.modes) and len(set(self.modes)) == len(self.modes),
+               "export.modes", self.modes, f"a non-empty list of distinct modes from {MODES}")
+        _check("float32" in self.modes, "export.modes", self.modes, "a list that includes 'float32' (the reference)")
+        _check(self.num_calibration >= 1, "export.num_calibration", self.num_calibration, "an int >= 1")
+        _check(self.latency_runs >= 1, "export.latency_runs", self.latency_runs, "an int >= 1")
+        _check(self.num_threads >= 1, "export.num_threads", self.num_threads, "an int >= 1")
+        targets = ("size", "latency", "accuracy")
+        _check(self.optimize_for in targets, "export.optimize_for", self.optimize_for, f"one of {targets}")
+        _check(0 <= self.max_accuracy_drop <= 100, "export.max_accuracy_drop", self.max_accuracy_drop,
+               "percentage points in [0, 100]")
 
 
 @dataclasses.dataclass
@@ -63,6 +189,9 @@ class RunConfig:
     seed: int = 0
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    compress: CompressConfig = dataclasses.field(default_factory=CompressConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
     def validate(self) -> RunConfig:
         """Checks every value; returns self so calls chain.
@@ -71,8 +200,12 @@ class RunConfig:
             ConfigError: naming the key, the accepted values and the value received.
         """
         _check(bool(self.out_dir), "out_dir", self.out_dir, "a folder path")
+        _check(self.seed >= 0, "seed", self.seed, "an int >= 0")
         self.data.validate()
         self.train.validate()
+        self.distill.validate()
+        self.compress.validate()
+        self.export.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +231,15 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         annotation = next(a for a in args if a is not type(None))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typing.get_origin(annotation) is list or annotation is list:
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"Bad type for {key}: expected a list. Received: {key}={value!r} ({type(value).__name__})"
+            )
+        (item_type,) = typing.get_args(annotation) or (None,)
+        if item_type is None:
+            return value
+        return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
     if annotation in (int, float, str, bool):
         if isinstance(value, annotation) and not (annotation is int and isinstance(value, bool)):
             return value

@@ -1,7 +1,13 @@
-"""The main job: data -> baseline training -> evaluation -> report, resumable by stage."""
+"""The main job: data -> baseline (teacher) -> distilled student -> pruning + QAT ->
+TFLite export in every mode -> evaluation in LiteRT -> selection -> report.
+
+Every stage leaves a record in `out_dir/stages/`; a rerun with the same folder skips
+finished stages, and training stages resume mid-way from their epoch backups.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -10,7 +16,8 @@ from typing import Any, NamedTuple
 
 from tfimgopt import _io
 from tfimgopt.compat import keras, tf
-from tfimgopt.data import Splits, build_pipeline, load_dataset
+from tfimgopt.data import Splits, build_pipeline, hold_out_labels, load_dataset, load_unlabelled, with_unlabelled
+from tfimgopt.errors import ConfigError, received
 from tfimgopt.models import create_model
 from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.training import train
@@ -27,6 +34,9 @@ class _Stages:
     def record_path(self, name: str) -> str:
         return os.path.join(self.dir, f"{name}.json")
 
+    def done(self, name: str) -> bool:
+        return os.path.exists(self.record_path(name))
+
     def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         path = self.record_path(name)
         elapsed = time.monotonic() - self.start
@@ -39,20 +49,43 @@ class _Stages:
         result = fn()
         result["seconds"] = round(time.monotonic() - began, 2)
         _io.write_json(path, result)
+        self.log(f"   stage {name} finished in {result['seconds']:.1f}s")
         return result
 
 
 class PreparedData(NamedTuple):
-    """Loaded splits and their batched pipelines."""
+    """Loaded splits, their batched pipelines, and what augmentation runs in the model."""
 
     splits: Splits
     train: tf.data.Dataset
     val: tf.data.Dataset
     test: tf.data.Dataset
+    transfer: tf.data.Dataset | None = None
+    model_augmentation: Any = None
+    num_unlabelled: int = 0
 
 
-def prepare_data(config: RunConfig, log: Callable[[str], None] = print) -> PreparedData:
-    """Loads `config.data.source` and builds the train/val/test pipelines."""
+def _augmentation(config: RunConfig, strategy):
+    from tfimgopt.augment import create_augmentation, split_augmentation
+
+    t = config.train
+    spec = t.augment_spec if t.augment_spec is not None else t.augment
+    if spec == "auto":
+        spec = "digits" if config.data.source == "digits" else "default"
+    aug = create_augmentation(spec, seed=config.seed)
+    return split_augmentation(aug, t.augment_placement, strategy)
+
+
+def prepare_data(config: RunConfig, log: Callable[[str], None] = print, strategy=None) -> PreparedData:
+    """Loads `config.data.source`, holds out labels if asked, and builds the pipelines.
+
+    Training batches are augmented in `tf.data` (placement "data") or the augmentation is
+    returned for the model (placement "model"); labels become one-hot when MixUp/CutMix
+    mix them.  With unlabelled images (a held-out share or a folder) a second training
+    pipeline, the transfer set, mixes them in for distillation.
+    """
+    from tfimgopt.distribute import needs_static_shapes
+
     d = config.data
     splits = load_dataset(
         d.source, image_size=d.image_size, channels=d.channels, val_fraction=d.val_fraction,
@@ -60,49 +93,302 @@ def prepare_data(config: RunConfig, log: Callable[[str], None] = print) -> Prepa
         try_gcs=d.try_gcs, download=d.download,
     )
     info = splits.info
+    labelled, unlabelled = splits.train, None
+    if d.unlabelled_fraction > 0:
+        labelled, unlabelled = hold_out_labels(splits.train, 1.0 - d.unlabelled_fraction, seed=config.seed)
+    if d.unlabelled_folder:
+        extra = load_unlabelled(d.unlabelled_folder, image_size=d.image_size, channels=info.image_shape[-1])
+        unlabelled = extra if unlabelled is None else unlabelled.concatenate(extra)
+    num_unlabelled = int(unlabelled.reduce(0, lambda n, _: n + 1)) if unlabelled is not None else 0
+    data_aug, model_aug = _augmentation(config, strategy)
+    takes_labels = data_aug is not None and data_aug.takes_labels
+    label_mode = "one_hot" if takes_labels else "sparse"
+    drop = needs_static_shapes(strategy)
+
+    def training(ds):
+        return build_pipeline(ds, d.batch_size, training=True, seed=config.seed, augment=data_aug,
+                              label_mode=label_mode, num_classes=info.num_classes, drop_remainder=drop)
+
     log(
-        f"data: {info.name}, {info.num_classes} classes, images {info.image_shape}, "
-        f"examples {dict(info.num_examples)}"
+        f"data: {info.name}, {info.num_classes} classes, images {info.image_shape}, examples "
+        f"{dict(info.num_examples)}" + (f", {num_unlabelled} unlabelled" if num_unlabelled else "")
+        + f"; augmentation: {[type(x).__name__ for x in (data_aug.steps if data_aug else [])]} in tf.data"
+        + (f", {[type(x).__name__ for x in model_aug.steps]} in the model" if model_aug else "")
     )
     return PreparedData(
         splits,
-        build_pipeline(splits.train, d.batch_size, training=True, seed=config.seed),
-        build_pipeline(splits.val, d.batch_size),
+        training(labelled),
+        build_pipeline(splits.val, d.batch_size, label_mode=label_mode, num_classes=info.num_classes),
         build_pipeline(splits.test, d.batch_size),
+        training(with_unlabelled(labelled, unlabelled)) if unlabelled is not None else None,
+        model_aug,
+        num_unlabelled,
     )
 
 
+def _rel(path: str, root: str | None) -> str:
+    return os.path.relpath(path, root) if root else path
+
+
+def _with_model_augmentation(model, augmentation):
+    if augmentation is None:
+        return model
+    from tfimgopt.augment import augmented_model
+
+    return augmented_model(model, augmentation)
+
+
+def _inner(model, augmentation):
+    return model.layers[-1] if augmentation is not None else model
+
+
+def _create(name, info, options, key):
+    try:
+        return create_model(name, info.image_shape, info.num_classes, **(options or {}))
+    except TypeError as err:
+        raise ConfigError(f"Bad {key} for {name}: {err}. {received(key, options)}") from None
+
+
+def _test_accuracy(model, test_ds) -> float:
+    from tfimgopt.distill import student_accuracy
+
+    return float(student_accuracy(model, test_ds))
+
+
 def train_classifier(
-    config: RunConfig, data: PreparedData, model_path: str, work_dir: str, root: str | None = None
+    config: RunConfig, data: PreparedData, model_path: str, work_dir: str, root: str | None = None,
+    strategy=None,
 ) -> dict[str, Any]:
     """Trains `config.train.model` on `data`, saves it atomically, measures the test split.
 
     Returns:
-        A record with the model name, parameter count, test accuracy and loss, and path.
+        A record with the model name, parameter count, test accuracy, path and history.
     """
     t = config.train
     info = data.splits.info
-    model = create_model(t.model, info.image_shape, info.num_classes)
+
+    def build():
+        model = _create(t.model, info, t.model_options, "train.model_options")
+        return _with_model_augmentation(model, data.model_augmentation)
+
     history = train(
-        model, data.train, data.val, t.epochs, optimizer=t.optimizer,
-        learning_rate=t.learning_rate, work_dir=work_dir, jit_compile=t.jit_compile,
+        build, data.train, data.val, t.epochs, optimizer=t.optimizer, learning_rate=t.learning_rate,
+        work_dir=work_dir, jit_compile=t.jit_compile or None, strategy=strategy,
     )
-    _io.write_with(model_path, history.model.save)
-    loss, accuracy = history.model.evaluate(data.test, verbose=0)
+    model = _inner(history.model, data.model_augmentation)
+    _io.write_with(model_path, model.save)
     return {
         "model": t.model,
-        "params": int(history.model.count_params()),
-        "test_accuracy": float(accuracy),
-        "test_loss": float(loss),
-        "path": os.path.relpath(model_path, root) if root else model_path,
+        "params": int(model.count_params()),
+        "test_accuracy": _test_accuracy(model, data.test),
+        "path": _rel(model_path, root),
+        "history": _rel(os.path.join(work_dir, "history.csv"), root),
     }
+
+
+def load_model(path: str, *, safe_mode: bool = True) -> keras.Model:
+    """Loads a model file (safe mode by default: Lambda layers and arbitrary code refused).
+
+    Args:
+        path: A `.keras` (or `.h5`) file.
+        safe_mode: Keep True for files from elsewhere; False runs code stored in the file.
+
+    Raises:
+        ConfigError: for a missing or unreadable file, or one that needs unsafe loading.
+    """
+    if not isinstance(path, str | os.PathLike) or not os.path.isfile(path):
+        raise ConfigError(f"Model file not found. {received('model', path)}")
+    try:
+        if not safe_mode:
+            return keras.models.load_model(path, safe_mode=False)
+        return keras.models.load_model(path, safe_mode=True)
+    except ValueError as err:
+        if "safe_mode" in str(err) or "Lambda" in str(err):
+            raise ConfigError(
+                f"Refused to load {path}: it contains a Lambda layer or other stored code, which could run "
+                "arbitrary Python. Load it with safe_mode=False (CLI: --unsafe) only if you trust the file. "
+                f"Received: model={os.fspath(path)!r}"
+            ) from None
+        raise ConfigError(f"Cannot load the model file: {err}. Received: model={os.fspath(path)!r}") from None
+    except (OSError, KeyError, TypeError) as err:
+        raise ConfigError(f"Not a readable Keras model file ({type(err).__name__}: {err}). "
+                          f"Received: model={os.fspath(path)!r}") from None
+
+
+def _distill_stage(config, data, teacher, out, strategy, log) -> dict[str, Any]:
+    from tfimgopt.distill import distill, tune_distillation
+
+    c = config.distill
+    info = data.splits.info
+    train_ds = data.transfer if data.transfer is not None else data.train
+
+    def student():
+        keras.utils.set_random_seed(config.seed)
+        return _create(c.student, info, c.student_options, "distill.student_options")
+
+    alpha, temperature, table = c.alpha, c.temperature, None
+    work = os.path.join(out, "work", "student")
+    if c.tune:
+        result = tune_distillation(
+            teacher, student, train_ds, data.val, alphas=c.tune_alphas, temperatures=c.tune_temperatures,
+            epochs=c.epochs, method=c.tune_method, learning_rate=c.learning_rate, strategy=strategy,
+            seed=config.seed,
+        )
+        alpha, temperature, table = result.alpha, result.temperature, result.table
+        log(f"tuned: alpha={alpha:g}, temperature={temperature:g} (val accuracy {result.val_accuracy:.4f})\n"
+            + result.markdown())
+        model = result.student
+    else:
+        model = distill(teacher, student, train_ds, data.val, c.epochs, alpha=alpha, temperature=temperature,
+                        learning_rate=c.learning_rate, strategy=strategy, work_dir=work)
+    path = os.path.join(out, "models", "student.keras")
+    _io.write_with(path, model.save)
+    return {
+        "model": c.student, "params": int(model.count_params()), "alpha": alpha, "temperature": temperature,
+        "transfer_set": data.transfer is not None, "unlabelled_images": data.num_unlabelled,
+        "tuning": table, "test_accuracy": _test_accuracy(model, data.test), "path": _rel(path, out),
+        "history": None if c.tune else _rel(os.path.join(work, "history.csv"), out),
+    }
+
+
+def prune_skip(model, skip):
+    """`skip` for `prune`: the configured list, or the default policy unless it would leave
+    nothing to prune (a tiny student whose only layers are its first conv and classifier)."""
+    from tfimgopt.compress import plan_pruning
+
+    if skip is None and not plan_pruning(model)[0]:
+        return []
+    return skip
+
+
+def _prune_stage(config, data, source_name, source_model, out, strategy) -> dict[str, Any]:
+    from tfimgopt.compress import prune_and_finetune
+
+    c = config.compress
+    work = os.path.join(out, "work", "pruned")
+    model = keras.models.clone_model(source_model)
+    model.set_weights(source_model.get_weights())
+    skip = prune_skip(model, c.skip)
+    pruned, sparsity = prune_and_finetune(model, data.train, data.val, c.epochs, c.target_sparsity,
+                                          learning_rate=c.learning_rate, work_dir=work, strategy=strategy,
+                                          skip=skip)
+    path = os.path.join(out, "models", "pruned.keras")
+    _io.write_with(path, pruned.save)
+    return {
+        "from": source_name, "target_sparsity": c.target_sparsity, "sparsity": sparsity["overall"],
+        "skip": skip,
+        "test_accuracy": _test_accuracy(pruned, data.test), "path": _rel(path, out),
+        "history": _rel(os.path.join(work, "history.csv"), out),
+    }
+
+
+def _qat_stage(config, data, pruned, out, strategy) -> dict[str, Any]:
+    from tfimgopt.compress import quantize_and_finetune, sparsity_report
+    from tfimgopt.export import export_tflite, verify_tflite
+
+    c = config.compress
+    work = os.path.join(out, "work", "qat")
+    qat = quantize_and_finetune(pruned, data.train, data.val, c.qat_epochs, learning_rate=c.qat_learning_rate,
+                                work_dir=work, strategy=strategy)
+    path = os.path.join(out, "tflite", "pruned_qat_int8.tflite")
+    blob = export_tflite(qat, "int8", data.splits.train.map(lambda x, y: x), path,
+                         num_calibration=config.export.num_calibration)
+    check = verify_tflite(blob, qat, data.test, num_samples=64)
+    if not check["passed"]:
+        raise ConfigError(f"Exported pruned_qat_int8 does not match its Keras model: {check}")
+    return {"preserved_sparsity": sparsity_report(pruned)["overall"], "path": _rel(path, out), "verify": check,
+            "history": _rel(os.path.join(work, "history.csv"), out)}
+
+
+def _export_stage(config, data, models: dict[str, keras.Model], out) -> dict[str, Any]:
+    from tfimgopt.export import export_tflite, verify_tflite
+
+    e = config.export
+    calibration = data.splits.train.map(lambda x, y: x)
+    files = {}
+    for name, model in models.items():
+        for mode in (e.modes if name == "baseline" else [m for m in ("float32", "int8") if m in e.modes]):
+            path = os.path.join(out, "tflite", f"{name}_{mode}.tflite")
+            blob = export_tflite(model, mode, calibration if mode == "int8" else None, path,
+                                 num_calibration=e.num_calibration)
+            check = verify_tflite(blob, model, data.test, num_samples=64)
+            if not check["passed"]:
+                raise ConfigError(f"Exported {name}_{mode} does not match its Keras model: {check}")
+            files[f"{name}_{mode}"] = {"path": _rel(path, out), "verify": check}
+    return {"files": files}
+
+
+def _evaluate_stage(config, data, files: dict[str, str], sparsity: dict[str, float], out) -> dict[str, Any]:
+    from tfimgopt.export import compare, evaluate_tflite
+
+    e = config.export
+    results = {}
+    for name, rel in files.items():
+        result = evaluate_tflite(os.path.join(out, rel), data.test, num_threads=e.num_threads,
+                                 latency_runs=e.latency_runs)
+        result["sparsity"] = sparsity.get(name.rsplit("_", 1)[0].replace("_qat", ""))
+        result["path"] = rel
+        results[name] = result
+    table = compare(results, "baseline_float32")
+    for row in table["rows"]:
+        row["path"] = results[row["variant"]]["path"]
+    return table
+
+
+def select_variant(rows: list[dict[str, Any]], optimize_for: str, max_accuracy_drop: float) -> dict[str, Any]:
+    """Picks the best variant by measurement among those within `max_accuracy_drop` points.
+
+    `optimize_for`: `"size"` (smallest file), `"latency"` (fastest median) or
+    `"accuracy"` (most accurate; ties go to the smaller file).  The reference accuracy
+    is the first row's (the float32 baseline).
+    """
+    reference = rows[0]["accuracy"]
+    allowed = [r for r in rows if 100 * (reference - r["accuracy"]) <= max_accuracy_drop + 1e-9]
+    key = {
+        "size": lambda r: (r["size_bytes"], -r["accuracy"]),
+        "latency": lambda r: (r["latency_ms_median"], -r["accuracy"]),
+        "accuracy": lambda r: (-r["accuracy"], r["size_bytes"]),
+    }[optimize_for]
+    best = min(allowed, key=key)
+    superlative = {"size": "smallest", "latency": "fastest", "accuracy": "most accurate"}[optimize_for]
+    return {
+        "optimize_for": optimize_for, "max_accuracy_drop_points": max_accuracy_drop, "variant": best["variant"],
+        "path": best.get("path"), "accuracy": best["accuracy"], "candidates": len(allowed),
+        "reason": (
+            f"{best['variant']} is the {superlative} of the {len(allowed)} variants within "
+            f"{max_accuracy_drop:g} accuracy points of the float32 baseline "
+            f"({100 * reference:.2f}%): accuracy {100 * best['accuracy']:.2f}%, "
+            f"{best['size_bytes'] / 1024:,.1f} KiB ({best['size_ratio']:.1f}x smaller), "
+            f"{best['latency_ms_median']:.3f} ms ({best['latency_ratio']:.2f}x the baseline's latency)"
+        ),
+    }
+
+
+def artifact_hashes(out: str) -> list[dict[str, Any]]:
+    """SHA-256 and byte size of every model, TFLite file and plot in a run folder."""
+    entries = []
+    for folder in ("models", "tflite", "plots"):
+        root = os.path.join(out, folder)
+        if not os.path.isdir(root):
+            continue
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name)
+            if os.path.isfile(path) and not name.startswith("."):
+                with open(path, "rb") as f:
+                    data = f.read()
+                entries.append({"path": f"{folder}/{name}", "sha256": hashlib.sha256(data).hexdigest(),
+                                "bytes": len(data)})
+    return entries
 
 
 def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs the optimization job described by `config` and writes its run folder.
 
-    Rerunning with the same `out_dir` skips finished stages and resumes an interrupted
-    training stage from its last epoch backup.
+    Stages: baseline (teacher) -> distill (student) -> prune (+ QAT) -> export (every
+    TFLite mode, each verified against its Keras model) -> evaluate (LiteRT: accuracy,
+    size, latency) -> report (selection, plots, hashes).  Rerunning with the same
+    `out_dir` skips finished stages and resumes an interrupted training stage from its
+    last epoch backup.
 
     Args:
         config: A validated `RunConfig`.
@@ -115,63 +401,136 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         >>> from tfimgopt.pipeline import load_config, run
         >>> report = run(load_config(overrides=["train.epochs=1"]))
     """
+    from tfimgopt.distribute import create_strategy, set_precision
+
     config.validate()
     out = config.out_dir
     os.makedirs(out, exist_ok=True)
     _io.write_json(os.path.join(out, "config.json"), config.to_dict())
+    strategy = create_strategy(config.train.strategy)
+    precision = set_precision(config.train.precision, strategy)
     keras.utils.set_random_seed(config.seed)
     stages = _Stages(out, log)
-
-    data = prepare_data(config, log)
+    data = prepare_data(config, log, strategy)
     info = data.splits.info
-    baseline_path = os.path.join(out, "models", "baseline.keras")
-    result = stages.run(
-        "baseline",
-        lambda: train_classifier(
-            config, data, baseline_path, os.path.join(out, "work", "baseline"), out
-        ),
-    )
+    models_dir = os.path.join(out, "models")
+
+    baseline = stages.run("baseline", lambda: train_classifier(
+        config, data, os.path.join(models_dir, "baseline.keras"), os.path.join(out, "work", "baseline"), out,
+        strategy))
+    log(f"baseline {baseline['model']}: test accuracy {baseline['test_accuracy']:.4f}, "
+        f"{baseline['params']:,} parameters")
+    loaded = {"baseline": load_model(os.path.join(out, baseline["path"]))}
+    records = {"baseline": baseline}
+    deployed = "baseline"
+    if config.distill.enabled:
+        records["student"] = stages.run("distill", lambda: _distill_stage(
+            config, data, loaded["baseline"], out, strategy, log))
+        loaded["student"] = load_model(os.path.join(out, records["student"]["path"]))
+        deployed = "student"
+        log(f"student {records['student']['model']}: test accuracy {records['student']['test_accuracy']:.4f}")
+    sparsity = {}
+    if config.compress.enabled:
+        records["pruned"] = stages.run("prune", lambda: _prune_stage(
+            config, data, deployed, loaded[deployed], out, strategy))
+        loaded["pruned"] = load_model(os.path.join(out, records["pruned"]["path"]))
+        sparsity["pruned"] = records["pruned"]["sparsity"]
+        log(f"pruned {deployed}: sparsity {records['pruned']['sparsity']:.1%}, "
+            f"test accuracy {records['pruned']['test_accuracy']:.4f}")
+        if config.compress.qat_epochs and "int8" in config.export.modes:
+            records["qat"] = stages.run("qat", lambda: _qat_stage(config, data, loaded["pruned"], out, strategy))
+    exported = stages.run("export", lambda: _export_stage(config, data, loaded, out))
+    files = {name: entry["path"] for name, entry in exported["files"].items()}
+    if "qat" in records:
+        files["pruned_qat_int8"] = records["qat"]["path"]
+    table = stages.run("evaluate", lambda: _evaluate_stage(config, data, files, sparsity, out))
+    selection = select_variant(table["rows"], config.export.optimize_for, config.export.max_accuracy_drop)
+    plots = _plots(table["rows"], records, selection["variant"], out)
+    from tfimgopt.pipeline.steps import save_verification_data
+
+    sample = next(iter(data.splits.test.batch(16)))[0].numpy().astype("float32")
+    save_verification_data(out, files, sample)
     report = {
-        "dataset": {
-            "name": info.name,
-            "num_classes": info.num_classes,
-            "image_shape": list(info.image_shape),
-            "num_examples": dict(info.num_examples),
-        },
-        "baseline": result,
+        "dataset": {"name": info.name, "num_classes": info.num_classes, "image_shape": list(info.image_shape),
+                    "num_examples": dict(info.num_examples), "unlabelled": data.num_unlabelled},
+        "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync, "precision": precision,
+        **records,
+        "verification": {k: v["verify"] for k, v in exported["files"].items()}
+        | ({"pruned_qat_int8": records["qat"]["verify"]} if "qat" in records else {}),
+        "variants": table["rows"],
+        "selection": selection,
+        "plots": plots,
         "seconds": round(time.monotonic() - stages.start, 2),
+        "artifacts": artifact_hashes(out),
     }
     _io.write_json(os.path.join(out, "report.json"), report)
-    _io.write_text(os.path.join(out, "report.md"), _report_markdown(report))
-    log(
-        f"baseline {result['model']}: test accuracy {result['test_accuracy']:.4f} "
-        f"({result['params']:,} parameters) -> {out}"
-    )
+    markdown = report_markdown(report, table["markdown"])
+    _io.write_text(os.path.join(out, "report.md"), markdown)
+    log("\n" + table["markdown"] + f"\n\nselected: {selection['reason']}\nrun folder: {out}")
     return report
 
 
-def _report_markdown(report: dict[str, Any]) -> str:
+def _plots(rows, records, chosen, out) -> list[str]:
+    from tfimgopt.pipeline.plots import tradeoff_plot, training_curves
+
+    plots_dir = os.path.join(out, "plots")
+    paths = [
+        tradeoff_plot(rows, "size_bytes", os.path.join(plots_dir, "accuracy_vs_size.png"), chosen=chosen),
+        tradeoff_plot(rows, "latency_ms_median", os.path.join(plots_dir, "accuracy_vs_latency.png"), chosen=chosen),
+    ]
+    histories = {name: os.path.join(out, r["history"]) for name, r in records.items() if r.get("history")}
+    curves = training_curves(histories, os.path.join(plots_dir, "training_curves.png"))
+    if curves:
+        paths.append(curves)
+    return [os.path.relpath(p, out) for p in paths]
+
+
+def report_markdown(report: dict[str, Any], table: str) -> str:
+    """The human-readable report of a run."""
     data = report["dataset"]
-    base = report["baseline"]
-    return "\n".join(
-        [
-            "# tfimgopt run report",
-            "",
-            f"Dataset: {data['name']} ({data['num_classes']} classes, images "
-            f"{tuple(data['image_shape'])}, examples {data['num_examples']})",
-            "",
-            "| model | parameters | test accuracy | test loss |",
-            "|---|---:|---:|---:|",
-            f"| {base['model']} (baseline) | {base['params']:,} | {base['test_accuracy']:.4f} "
-            f"| {base['test_loss']:.4f} |",
-            "",
-        ]
-    )
+    lines = [
+        "# tfimgopt run report",
+        "",
+        f"Dataset: {data['name']} ({data['num_classes']} classes, images {tuple(data['image_shape'])}, "
+        f"examples {data['num_examples']}" + (f", {data['unlabelled']} unlabelled" if data["unlabelled"] else "")
+        + f"). Strategy: {report['strategy']} ({report['replicas']} replica(s)), precision {report['precision']}.",
+        "",
+        "## Training",
+        "",
+        "| stage | model | test accuracy (Keras) | notes |",
+        "|---|---|---:|---|",
+        f"| baseline | {report['baseline']['model']} ({report['baseline']['params']:,} params) | "
+        f"{report['baseline']['test_accuracy']:.4f} | |",
+    ]
+    if "student" in report:
+        s = report["student"]
+        note = f"alpha {s['alpha']:g}, T {s['temperature']:g}" + (" (tuned)" if s["tuning"] else "")
+        note += f", transfer set with {s['unlabelled_images']} unlabelled images" if s["transfer_set"] else ""
+        lines.append(f"| distill | {s['model']} ({s['params']:,} params) | {s['test_accuracy']:.4f} | {note} |")
+    if "pruned" in report:
+        p = report["pruned"]
+        lines.append(f"| prune | {p['from']} | {p['test_accuracy']:.4f} | sparsity {p['sparsity']:.1%} "
+                     f"(target {p['target_sparsity']:.0%}) |")
+    if "qat" in report:
+        kept = report["qat"]["preserved_sparsity"]
+        lines.append(f"| qat | pruned, sparsity-preserving | | sparsity kept {kept:.1%} |")
+    sel = report["selection"]
+    lines += [
+        "",
+        "## TFLite variants (measured in the LiteRT interpreter on the test split)",
+        "",
+        table,
+        "",
+        f"Selected for `{sel['optimize_for']}` with at most {sel['max_accuracy_drop_points']:g} points of "
+        f"accuracy lost: **{sel['variant']}** (`{sel['path']}`). {sel['reason']}.",
+        "",
+        *[f"![{os.path.basename(p)}]({p})" for p in report["plots"]],
+        "",
+        f"Total time {report['seconds']:.0f} s. Artifact hashes (SHA-256) are in report.json; "
+        "`tfimgopt verify RUN_DIR` re-checks them.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
-def load_model(path: str) -> keras.Model:
-    """Loads a model saved by tfimgopt (safe mode: no arbitrary code)."""
-    return keras.models.load_model(path, safe_mode=True)
-
-
-__all__ = ["PreparedData", "load_model", "prepare_data", "run", "train_classifier"]
+__all__ = ["PreparedData", "load_model", "prepare_data", "run", "select_variant", "train_classifier"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -161,6 +162,8 @@ def train(
             keras.callbacks.CSVLogger(os.path.join(work_dir, "history.csv"), append=True),
         ]
     all_callbacks += list(callbacks)
+    if verbose == "auto":  # one line per epoch in logs and notebooks' captured output, bars on a terminal
+        verbose = 1 if sys.stdout.isatty() else 2
     return model.fit(
         train_ds,
         validation_data=val_ds,

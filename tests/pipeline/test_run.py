@@ -1,0 +1,131 @@
+"""The main job end to end on a tiny config: artifacts, report consistency, resume, verify."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tfimgopt.errors import ConfigError
+from tfimgopt.pipeline import load_config, run, select_variant
+from tfimgopt.pipeline.plots import pareto_front
+from tfimgopt.pipeline.steps import VerificationError, verify_run
+
+TINY = [
+    "data.image_size=8", "train.model=tiny_cnn", "train.epochs=2", "train.learning_rate=0.01",
+    "distill.epochs=2", "compress.epochs=1", "export.latency_runs=3", "export.num_calibration=32",
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    report = run(load_config(overrides=[*TINY, f"out_dir={json.dumps(str(out))}"]), log=lambda _: None)
+    return out, report
+
+
+def test_every_artifact_exists(finished_run):
+    out, report = finished_run
+    for rel in ["report.json", "report.md", "config.json", "models/baseline.keras", "models/student.keras",
+                "models/pruned.keras", "plots/accuracy_vs_size.png", "plots/accuracy_vs_latency.png",
+                "plots/training_curves.png", "verification.npz"]:
+        assert (out / rel).is_file(), rel
+    names = {row["variant"] for row in report["variants"]}
+    assert names == {"baseline_float32", "baseline_dynamic", "baseline_float16", "baseline_int8", "student_float32",
+                     "student_int8", "pruned_float32", "pruned_int8", "pruned_qat_int8"}
+    for stage in ["baseline", "distill", "prune", "qat", "export", "evaluate"]:
+        assert (out / "stages" / f"{stage}.json").is_file()
+    assert all(v["passed"] for v in report["verification"].values())
+
+
+def test_report_numbers_match_the_files(finished_run):
+    from tfimgopt.data import build_pipeline, load_dataset
+    from tfimgopt.export import evaluate_tflite
+
+    out, report = finished_run
+    test = build_pipeline(load_dataset("digits", image_size=8).test, 64)
+    for row in report["variants"]:
+        path = out / row["path"]
+        assert os.path.getsize(path) == row["size_bytes"]
+        again = evaluate_tflite(str(path), test, latency_runs=1, warmup=0)
+        assert again["accuracy"] == pytest.approx(row["accuracy"], abs=1e-9), row["variant"]
+    hashed = {a["path"] for a in report["artifacts"]}
+    assert {row["path"] for row in report["variants"]} <= hashed
+    assert report["selection"]["variant"] in {row["variant"] for row in report["variants"]}
+    assert report["pruned"]["sparsity"] == pytest.approx(0.5, abs=0.02)
+    md = (out / "report.md").read_text()
+    assert "| pruned_qat_int8 |" in md and report["selection"]["variant"] in md
+    assert json.loads((out / "config.json").read_text())["distill"]["epochs"] == 2
+
+
+def test_verify_catches_a_flipped_byte_and_a_missing_file(finished_run, tmp_path):
+    import shutil
+
+    out, report = finished_run
+    assert verify_run(str(out))["tflite_rerun"] == len(report["variants"])
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    target = copy / "tflite" / "student_int8.tflite"
+    blob = bytearray(target.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    target.write_bytes(bytes(blob))
+    os.remove(copy / "plots" / "accuracy_vs_size.png")
+    with pytest.raises(VerificationError) as err:
+        verify_run(str(copy))
+    assert "tflite/student_int8.tflite: SHA-256 differs" in str(err.value)
+    assert "plots/accuracy_vs_size.png: missing" in str(err.value)
+
+
+def test_selection_and_pareto_front():
+    rows = [
+        {"variant": "base", "accuracy": 0.95, "size_bytes": 1000, "latency_ms_median": 1.0, "size_ratio": 1,
+         "latency_ratio": 1},
+        {"variant": "small", "accuracy": 0.945, "size_bytes": 300, "latency_ms_median": 0.5, "size_ratio": 3.3,
+         "latency_ratio": 0.5},
+        {"variant": "tiny", "accuracy": 0.90, "size_bytes": 50, "latency_ms_median": 0.1, "size_ratio": 20,
+         "latency_ratio": 0.1},
+        {"variant": "worse", "accuracy": 0.93, "size_bytes": 400, "latency_ms_median": 0.6, "size_ratio": 2.5,
+         "latency_ratio": 0.6},
+    ]
+    assert select_variant(rows, "size", 1.0)["variant"] == "small"
+    assert select_variant(rows, "size", 10.0)["variant"] == "tiny"
+    assert select_variant(rows, "accuracy", 1.0)["variant"] == "base"
+    assert select_variant(rows, "latency", 0.0)["variant"] == "base"
+    assert pareto_front(rows, "size_bytes") == ["base", "small", "tiny"]
+
+
+RUNNER = """
+import sys
+from tfimgopt.pipeline import load_config, run
+run(load_config(overrides=sys.argv[2:] + ["out_dir=" + sys.argv[1]]))
+"""
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_skipping_finished_stages(tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-c", RUNNER, str(out), *TINY, "train.epochs=3"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.startswith("== stage prune"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "report.json").exists() and (out / "stages" / "distill.json").exists()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stage baseline: already done, skipped" in done.stdout
+    assert "stage distill: already done, skipped" in done.stdout
+    assert "== stage prune [" in done.stdout
+    assert verify_run(str(out))["artifacts"] > 10
+
+
+def test_bad_run_inputs_fail_before_writing(tmp_path):
+    with pytest.raises(ConfigError, match="existing folder of class subfolders"):
+        run(load_config(overrides=[f"out_dir={tmp_path}", f"data.source={tmp_path / 'nope'}"]))
+    with pytest.raises(ConfigError, match="No report.json"):
+        verify_run(str(tmp_path))
+    assert not (tmp_path / "report.json").exists()
