@@ -76,3 +76,14 @@ def test_bad_files(tmp_path):
     (tmp_path / "code.yaml").write_text("seed: !!python/object/apply:os.system ['true']\n")
     with pytest.raises(ConfigError, match="Cannot parse"):
         load_config(str(tmp_path / "code.yaml"))
+
+
+def test_shipped_example_configs_load_and_validate():
+    from tfimgopt.pipeline.config import list_example_configs
+
+    assert set(list_example_configs()) == {"digits", "cifar10_tpu", "folder"}
+    assert load_config("digits") == load_config(overrides=["out_dir=runs/digits", "train.augment=digits"])
+    tpu = load_config("cifar10_tpu")
+    assert tpu.data.source == "tfds:cifar10" and tpu.train.strategy == "auto" and tpu.data.try_gcs
+    with pytest.raises(ConfigError, match="existing folder of class subfolders"):
+        load_config("folder")  # points at 'photos', which the user must replace

@@ -274,11 +274,20 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+
+
+def list_example_configs() -> list[str]:
+    """Names of the example configs shipped with tfimgopt (`tfimgopt run NAME`)."""
+    return sorted(os.path.splitext(n)[0] for n in os.listdir(EXAMPLES_DIR) if n.endswith(".yaml"))
+
+
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Loads defaults, then a YAML/TOML/JSON file, then `key=value` overrides.
 
     Args:
-        path: A `.yaml`/`.yml`, `.toml` or `.json` file, or None for defaults.
+        path: A `.yaml`/`.yml`, `.toml` or `.json` file, the name of a shipped example
+            (`list_example_configs()`: digits, cifar10_tpu, folder), or None for defaults.
         overrides: Dotted assignments such as `["train.epochs=3", "data.source=digits"]`;
             values are parsed as YAML scalars (`3` is an int, `null` is None).
 
@@ -296,9 +305,13 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
     import yaml
 
     values: dict[str, Any] = {}
+    if path is not None and not os.path.isfile(path) and path in list_example_configs():
+        path = os.path.join(EXAMPLES_DIR, f"{path}.yaml")
     if path is not None:
         if not os.path.isfile(path):
-            raise ConfigError(f"Config file not found. {received('config', path)}")
+            raise ConfigError(
+                f"Config file not found (shipped examples: {list_example_configs()}). {received('config', path)}"
+            )
         ext = os.path.splitext(path)[1].lower()
         with open(path, "rb") as f:
             raw = f.read()
