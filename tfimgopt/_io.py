@@ -62,3 +62,38 @@ def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
     """Calls `writer(tmp_path)` and moves the result to `path` atomically."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def safe_join(root: str | os.PathLike, name: str) -> str:
+    """`root/name`, refusing names that would escape `root` (absolute paths, `..`).
+
+    Names of artifacts can come from configs or class names; a write must never land
+    outside the run folder.
+
+    Raises:
+        ConfigError: naming the offending name.
+    """
+    from tfimgopt.errors import ConfigError, received
+
+    if not isinstance(name, str) or not name or os.path.isabs(name) or "\x00" in name:
+        raise ConfigError(f"An artifact name must be a relative path inside the run folder. {received('name', name)}")
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise ConfigError(f"An artifact name may not contain '..'. {received('name', name)}")
+    root_real = os.path.realpath(root)
+    joined = os.path.realpath(os.path.join(root_real, name))
+    if os.path.commonpath([root_real, joined]) != root_real:
+        raise ConfigError(f"An artifact name must stay inside the run folder. {received('name', name)}")
+    return os.path.join(os.fspath(root), name)
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> int:
+    """Deletes `.name.tmp-*` leftovers of writes killed mid-way (e.g. SIGKILL); returns the count."""
+    removed = 0
+    for folder, dirs, files in os.walk(root):
+        for name in [*files, *dirs]:
+            if name.startswith(".") and ".tmp-" in name:
+                path = os.path.join(folder, name)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+                removed += 1
+    return removed

@@ -129,3 +129,32 @@ def test_bad_run_inputs_fail_before_writing(tmp_path):
     with pytest.raises(ConfigError, match="No report.json"):
         verify_run(str(tmp_path))
     assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_repeated_sigkills_at_random_points_still_end_in_a_verifiable_run(tmp_path):
+    import random
+    import time
+
+    rng = random.Random(7)
+    out = tmp_path / "run"
+    args = [sys.executable, "-c", RUNNER, str(out), *TINY, "train.epochs=4", "distill.epochs=3"]
+    triggers = ["== stage baseline", "== stage distill", "== stage qat", "== stage export"]
+    kills = []
+    for trigger in triggers:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for line in proc.stdout:
+            if line.startswith(trigger):
+                delay = rng.uniform(0.0, 2.0)
+                time.sleep(delay)
+                proc.send_signal(signal.SIGKILL)
+                kills.append((trigger, round(delay, 2)))
+                break
+        proc.wait(timeout=120)
+    assert len(kills) >= 3, kills  # a stage may already be done when its process starts
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert verify_run(str(out))["tflite_rerun"] == len(report["variants"]) == 9
+    leftovers = [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert not leftovers, leftovers  # no half-written artifact survives

@@ -241,7 +241,7 @@ def _distill_stage(config, data, teacher, out, strategy, log) -> dict[str, Any]:
     else:
         model = distill(teacher, student, train_ds, data.val, c.epochs, alpha=alpha, temperature=temperature,
                         learning_rate=c.learning_rate, strategy=strategy, work_dir=work)
-    path = os.path.join(out, "models", "student.keras")
+    path = _io.safe_join(out, "models/student.keras")
     _io.write_with(path, model.save)
     return {
         "model": c.student, "params": int(model.count_params()), "alpha": alpha, "temperature": temperature,
@@ -272,7 +272,7 @@ def _prune_stage(config, data, source_name, source_model, out, strategy) -> dict
     pruned, sparsity = prune_and_finetune(model, data.train, data.val, c.epochs, c.target_sparsity,
                                           learning_rate=c.learning_rate, work_dir=work, strategy=strategy,
                                           skip=skip)
-    path = os.path.join(out, "models", "pruned.keras")
+    path = _io.safe_join(out, "models/pruned.keras")
     _io.write_with(path, pruned.save)
     return {
         "from": source_name, "target_sparsity": c.target_sparsity, "sparsity": sparsity["overall"],
@@ -290,7 +290,7 @@ def _qat_stage(config, data, pruned, out, strategy) -> dict[str, Any]:
     work = os.path.join(out, "work", "qat")
     qat = quantize_and_finetune(pruned, data.train, data.val, c.qat_epochs, learning_rate=c.qat_learning_rate,
                                 work_dir=work, strategy=strategy)
-    path = os.path.join(out, "tflite", "pruned_qat_int8.tflite")
+    path = _io.safe_join(out, "tflite/pruned_qat_int8.tflite")
     blob = export_tflite(qat, "int8", data.splits.train.map(lambda x, y: x), path,
                          num_calibration=config.export.num_calibration)
     check = verify_tflite(blob, qat, data.test, num_samples=64)
@@ -308,7 +308,7 @@ def _export_stage(config, data, models: dict[str, keras.Model], out) -> dict[str
     files = {}
     for name, model in models.items():
         for mode in (e.modes if name == "baseline" else [m for m in ("float32", "int8") if m in e.modes]):
-            path = os.path.join(out, "tflite", f"{name}_{mode}.tflite")
+            path = _io.safe_join(out, f"tflite/{name}_{mode}.tflite")
             blob = export_tflite(model, mode, calibration if mode == "int8" else None, path,
                                  num_calibration=e.num_calibration)
             check = verify_tflite(blob, model, data.test, num_samples=64)
@@ -324,7 +324,7 @@ def _evaluate_stage(config, data, files: dict[str, str], sparsity: dict[str, flo
     e = config.export
     results = {}
     for name, rel in files.items():
-        result = evaluate_tflite(os.path.join(out, rel), data.test, num_threads=e.num_threads,
+        result = evaluate_tflite(_io.safe_join(out, rel), data.test, num_threads=e.num_threads,
                                  latency_runs=e.latency_runs)
         result["sparsity"] = sparsity.get(name.rsplit("_", 1)[0].replace("_qat", ""))
         result["path"] = rel
@@ -406,6 +406,9 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     config.validate()
     out = config.out_dir
     os.makedirs(out, exist_ok=True)
+    stale = _io.remove_stale_temporaries(out)
+    if stale:
+        log(f"removed {stale} half-written temporary file(s) left by an interrupted run")
     _io.write_json(os.path.join(out, "config.json"), config.to_dict())
     strategy = create_strategy(config.train.strategy)
     precision = set_precision(config.train.precision, strategy)

@@ -158,9 +158,10 @@ def verify_run(run_dir: str) -> dict[str, Any]:
         report = json.load(f)
     problems, checked = [], 0
     for entry in report.get("artifacts", []):
-        path = os.path.join(run_dir, entry["path"])
-        if not _inside(run_dir, path):
-            problems.append(f"{entry['path']}: outside the run folder")
+        try:
+            path = _io.safe_join(run_dir, entry["path"])
+        except ConfigError:
+            problems.append(f"{entry['path']!r}: outside the run folder")
             continue
         if not os.path.isfile(path):
             problems.append(f"{entry['path']}: missing")
@@ -183,7 +184,7 @@ def verify_run(run_dir: str) -> dict[str, Any]:
                 if rel is None:
                     continue
                 try:
-                    got = TFLiteRunner(os.path.join(run_dir, rel)).predict(inputs)
+                    got = TFLiteRunner(_io.safe_join(run_dir, rel)).predict(inputs)
                 except TfimgoptError as err:
                     problems.append(f"{rel}: does not load in LiteRT ({err})")
                     continue
@@ -196,8 +197,3 @@ def verify_run(run_dir: str) -> dict[str, Any]:
     if problems:
         raise VerificationError(f"{run_dir} failed verification:\n  " + "\n  ".join(problems))
     return {"artifacts": checked, "tflite_rerun": reran}
-
-
-def _inside(root: str, path: str) -> bool:
-    root, path = os.path.realpath(root), os.path.realpath(path)
-    return os.path.commonpath([root, path]) == root
