@@ -158,3 +158,13 @@ def test_repeated_sigkills_at_random_points_still_end_in_a_verifiable_run(tmp_pa
     assert verify_run(str(out))["tflite_rerun"] == len(report["variants"]) == 9
     leftovers = [p for p in out.rglob("*") if ".tmp-" in p.name]
     assert not leftovers, leftovers  # no half-written artifact survives
+
+
+def test_changed_config_on_resume_is_warned(finished_run):
+    out, _ = finished_run
+    lines = []
+    run(load_config(overrides=[*TINY, f"out_dir={json.dumps(str(out))}", "distill.epochs=5",
+                               "export.optimize_for=accuracy"]), log=lines.append)
+    warning = [line for line in lines if line.startswith("warning:")]
+    assert len(warning) == 1 and "distill.epochs" in warning[0] and "optimize_for" not in warning[0]
+    assert any("stage distill: already done" in line for line in lines)

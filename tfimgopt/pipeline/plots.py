@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 from typing import Any
 
@@ -39,12 +40,17 @@ def tradeoff_plot(rows: list[dict[str, Any]], cost: str, path: str, *, chosen: s
     label = "model file size (KiB, log scale)" if cost == "size_bytes" else "median latency per image (ms)"
     front = set(pareto_front(rows, cost))
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    seen: dict[tuple, int] = {}
     for row in rows:
         on_front = row["variant"] in front
         ax.scatter(row[cost] * scale, 100 * row["accuracy"], s=60 if on_front else 30,
                    c="tab:red" if on_front else "tab:gray", zorder=3)
+        # Variants often coincide (e.g. int8 and dynamic sizes): stack their labels.
+        spot = (round(math.log10(max(row[cost], 1e-9)), 1), round(100 * row["accuracy"], 1))
+        seen[spot] = seen.get(spot, -1) + 1
         ax.annotate(row["variant"] + (" *" if row["variant"] == chosen else ""),
-                    (row[cost] * scale, 100 * row["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                    (row[cost] * scale, 100 * row["accuracy"]), textcoords="offset points",
+                    xytext=(4, 4 - 9 * seen[spot]), fontsize=7)
     points = sorted((r[cost] * scale, 100 * r["accuracy"]) for r in rows if r["variant"] in front)
     if points:
         ax.step([p[0] for p in points], [p[1] for p in points], where="post", c="tab:red", lw=1,

@@ -381,6 +381,31 @@ def artifact_hashes(out: str) -> list[dict[str, Any]]:
     return entries
 
 
+# Settings that only change the final selection; any other change affects stages.
+_SELECTION_KEYS = {"export.optimize_for", "export.max_accuracy_drop"}
+
+
+def _flatten(d, prefix=""):
+    for key, value in d.items():
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and key != "student_options":
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _warn_changed_config(out, config, log) -> None:
+    path, stages_dir = os.path.join(out, "config.json"), os.path.join(out, "stages")
+    if not os.path.isfile(path) or not os.path.isdir(stages_dir) or not os.listdir(stages_dir):
+        return
+    with open(path) as f:
+        before = dict(_flatten(json.load(f)))
+    now = dict(_flatten(json.loads(json.dumps(config.to_dict()))))
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in _SELECTION_KEYS)
+    if changed:
+        log(f"warning: {', '.join(changed)} changed since this run folder was started; finished stages keep "
+            "their old results. Use a new --out (or delete stages/) to redo them.")
+
+
 def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs the optimization job described by `config` and writes its run folder.
 
@@ -409,6 +434,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     stale = _io.remove_stale_temporaries(out)
     if stale:
         log(f"removed {stale} half-written temporary file(s) left by an interrupted run")
+    _warn_changed_config(out, config, log)
     _io.write_json(os.path.join(out, "config.json"), config.to_dict())
     strategy = create_strategy(config.train.strategy)
     precision = set_precision(config.train.precision, strategy)
