@@ -6,7 +6,7 @@ then builds: float32 / dynamic / float16 / int8 post-training TFLite, QAT int8, 
 variant is measured in the LiteRT interpreter (1 thread). A second, smaller run does
 the same on MobileNetV2 (random init) to show the path works on a real architecture.
 
-Usage: python benchmarks/compression.py [--epochs 8] [--skip-mobilenet]
+Usage: python benchmarks/compression.py [--epochs 8] [--skip-mobilenet | --only-mobilenet]
 """
 
 from __future__ import annotations
@@ -79,10 +79,11 @@ def main() -> None:
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--prune-epochs", type=int, default=4)
     parser.add_argument("--skip-mobilenet", action="store_true")
+    parser.add_argument("--only-mobilenet", action="store_true")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}, tensorflow {tf.__version__}, LiteRT 1 thread")
-    out = [run("small_cnn", 32, None, args.epochs, args.qat_epochs, args.prune_epochs)]
+    out = [] if args.only_mobilenet else [run("small_cnn", 32, None, args.epochs, args.qat_epochs, args.prune_epochs)]
     if not args.skip_mobilenet:
         out.append(run("mobilenet_v2", 32, 3, args.epochs, 1, 2, alpha=0.35))
     if args.json:

@@ -304,3 +304,14 @@ def test_preview_grid_writes_a_png(tmp_path, digits16):
                    variants=3, path=path)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+def test_pipeline_switches_to_one_hot_for_label_mixing(digits16):
+    from tfimgopt.data import build_pipeline
+    from tfimgopt.errors import DataError
+
+    mix = A.create_augmentation("mixup", seed=0)
+    ds = build_pipeline(digits16.train, 8, training=True, augment=mix, num_classes=10)
+    assert ds.element_spec[1].shape.as_list() == [None, 10]
+    with pytest.raises(DataError, match="needs one-hot labels"):
+        build_pipeline(digits16.train, 8, training=True, augment=mix)

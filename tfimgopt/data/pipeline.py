@@ -63,6 +63,14 @@ def build_pipeline(
         raise DataError(f"batch_size must be a positive int. {received('batch_size', batch_size)}")
     if label_mode not in LABEL_MODES:
         raise DataError(f"label_mode must be one of {LABEL_MODES}. {received('label_mode', label_mode)}")
+    if training and augment is not None and getattr(augment, "takes_labels", False) and label_mode == "sparse":
+        # MixUp/CutMix blend labels: they need one-hot rows, so switch when we can.
+        if not num_classes:
+            raise DataError(
+                "This augmentation mixes labels (MixUp/CutMix) and needs one-hot labels: pass num_classes "
+                f"(and label_mode='one_hot'). {received('num_classes', num_classes)}"
+            )
+        label_mode = "one_hot"
     if label_mode == "one_hot" and not num_classes:
         raise DataError(f"label_mode='one_hot' needs num_classes. {received('num_classes', num_classes)}")
     if cache:
