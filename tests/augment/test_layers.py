@@ -315,3 +315,13 @@ def test_pipeline_switches_to_one_hot_for_label_mixing(digits16):
     assert ds.element_spec[1].shape.as_list() == [None, 10]
     with pytest.raises(DataError, match="needs one-hot labels"):
         build_pipeline(digits16.train, 8, training=True, augment=mix)
+
+
+def test_model_placement_trains_under_two_replicas(mirrored):
+    from tfimgopt.models import create_model
+
+    with mirrored.scope():
+        model = A.augmented_model(create_model("tiny_cnn", (16, 16, 3), 3), A.create_augmentation("default", seed=0))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(_images(16, 16), np.arange(16) % 3, batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
