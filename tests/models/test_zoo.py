@@ -74,3 +74,15 @@ def test_keras3_model_is_pointed_to_tf_keras():
     k3 = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
     with pytest.raises(ConfigError, match="Keras 3 model"):
         create_model(k3)
+
+
+def test_application_batchnorm_momentum_suits_short_training(tmp_path):
+    model = create_model("mobilenet_v2", (32, 32, 3), 4, alpha=0.35)
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(layer.momentum == 0.9 for layer in bns)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert all(layer.momentum == 0.9 for layer in loaded.layers if isinstance(layer, keras.layers.BatchNormalization))
+    assert create_model("mobilenet_v2", (32, 32, 3), 4, alpha=0.35, bn_momentum=0.99).layers[3].momentum == 0.99
+    with pytest.raises(ConfigError, match="Received: bn_momentum=1"):
+        create_model("mobilenet_v2", (32, 32, 3), 4, bn_momentum=1)

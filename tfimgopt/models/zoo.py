@@ -152,7 +152,10 @@ def tiny_cnn(input_shape: Sequence[int], num_classes: int, filters: int = 4) -> 
 
 
 def _application(base_fn, name: str, scale: float, offset: float):
-    def build(input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> keras.Model:
+    def build(input_shape: Sequence[int], num_classes: int, bn_momentum: float = 0.9,
+              **kwargs: Any) -> keras.Model:
+        if not isinstance(bn_momentum, int | float) or isinstance(bn_momentum, bool) or not 0 <= bn_momentum < 1:
+            raise ConfigError(f"bn_momentum must be in [0, 1). {received('bn_momentum', bn_momentum)}")
         inputs = keras.Input(input_shape, name="image")
         x = keras.layers.Rescaling(scale, offset=offset, name="rescale")(inputs)
         # weights=None: nothing is downloaded; input_tensor keeps the model flat, which
@@ -160,10 +163,20 @@ def _application(base_fn, name: str, scale: float, offset: float):
         base = base_fn(
             input_tensor=x, include_top=False, weights=None, pooling="avg", **kwargs
         )
+        # Keras builds these BatchNormalization layers with momentum 0.999, tuned for
+        # ImageNet-length training: after a few hundred steps from scratch the moving
+        # statistics are still near their initial values and inference gives chance
+        # accuracy (measured: MobileNetV2 on the digits, 320 steps -> 10.3%).
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)
         outputs = _classifier(num_classes)(base.output)
         return keras.Model(inputs, outputs, name=name)
 
-    build.__doc__ = f"`tf_keras.applications` {name} with random weights and our classifier."
+    build.__doc__ = (
+        f"`tf_keras.applications` {name} with random weights and our classifier; BatchNormalization "
+        "momentum `bn_momentum` (0.9: from-scratch training on small data; Keras's 0.999 needs long runs)."
+    )
     return build
 
 
