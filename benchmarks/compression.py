@@ -62,7 +62,10 @@ def run(model_name: str, image_size: int, channels: int | None, epochs: int, qat
     results = {}
     for name, blob in blobs.items():
         result = evaluate_tflite(blob, test_ds, latency_runs=300, num_threads=1)
-        result["verified"] = verify_tflite(blob, references[name], test_ds, num_samples=64)["passed"]
+        check = verify_tflite(blob, references[name], test_ds, num_samples=64)
+        result["verified"] = check["passed"]
+        if not check["passed"]:
+            print(f"[{model_name}] {name}: verification failed: {check}")
         if name.startswith("pruned80"):
             result["sparsity"] = pqat_sparsity if "pqat" in name else report["overall"]
         results[name] = result
