@@ -426,7 +426,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         >>> from tfimgopt.pipeline import load_config, run
         >>> report = run(load_config(overrides=["train.epochs=1"]))
     """
-    from tfimgopt.distribute import create_strategy, set_precision
+    from tfimgopt.distribute import create_strategy, set_precision, strategy_kind
 
     config.validate()
     out = config.out_dir
@@ -482,7 +482,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     report = {
         "dataset": {"name": info.name, "num_classes": info.num_classes, "image_shape": list(info.image_shape),
                     "num_examples": dict(info.num_examples), "unlabelled": data.num_unlabelled},
-        "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync, "precision": precision,
+        "strategy": f"{_strategy_name(strategy)} on {strategy_kind(strategy).upper()}",
+        "replicas": strategy.num_replicas_in_sync, "precision": precision,
         **records,
         "verification": {k: v["verify"] for k, v in exported["files"].items()}
         | ({"pruned_qat_int8": records["qat"]["verify"]} if "qat" in records else {}),
@@ -497,6 +498,11 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     _io.write_text(os.path.join(out, "report.md"), markdown)
     log("\n" + table["markdown"] + f"\n\nselected: {selection['reason']}\nrun folder: {out}")
     return report
+
+
+def _strategy_name(strategy) -> str:
+    name = type(strategy).__name__
+    return "default strategy" if name.startswith("_Default") else name
 
 
 def _plots(rows, records, chosen, out) -> list[str]:
