@@ -215,39 +215,46 @@ def load_model(path: str, *, safe_mode: bool = True) -> keras.Model:
                           f"Received: model={os.fspath(path)!r}") from None
 
 
-def _distill_stage(config, data, teacher, out, strategy, log) -> dict[str, Any]:
+def distill_student(config, data, teacher, work_dir, strategy=None, log=print):
+    """Distils `teacher` into `config.distill.student` on the transfer set (or the labelled
+    training data), tuning alpha and temperature first if asked.
+
+    Returns:
+        `(student, alpha, temperature, tuning table or None)`.
+    """
     from tfimgopt.distill import distill, tune_distillation
 
     c = config.distill
-    info = data.splits.info
     train_ds = data.transfer if data.transfer is not None else data.train
 
     def student():
         keras.utils.set_random_seed(config.seed)
-        return _create(c.student, info, c.student_options, "distill.student_options")
+        return _create(c.student, data.splits.info, c.student_options, "distill.student_options")
 
-    alpha, temperature, table = c.alpha, c.temperature, None
-    work = os.path.join(out, "work", "student")
     if c.tune:
         result = tune_distillation(
             teacher, student, train_ds, data.val, alphas=c.tune_alphas, temperatures=c.tune_temperatures,
             epochs=c.epochs, method=c.tune_method, learning_rate=c.learning_rate, strategy=strategy,
             seed=config.seed,
         )
-        alpha, temperature, table = result.alpha, result.temperature, result.table
-        log(f"tuned: alpha={alpha:g}, temperature={temperature:g} (val accuracy {result.val_accuracy:.4f})\n"
-            + result.markdown())
-        model = result.student
-    else:
-        model = distill(teacher, student, train_ds, data.val, c.epochs, alpha=alpha, temperature=temperature,
-                        learning_rate=c.learning_rate, strategy=strategy, work_dir=work)
+        log(f"tuned: alpha={result.alpha:g}, temperature={result.temperature:g} "
+            f"(val accuracy {result.val_accuracy:.4f})\n" + result.markdown())
+        return result.student, result.alpha, result.temperature, result.table
+    model = distill(teacher, student, train_ds, data.val, c.epochs, alpha=c.alpha, temperature=c.temperature,
+                    learning_rate=c.learning_rate, strategy=strategy, work_dir=work_dir)
+    return model, c.alpha, c.temperature, None
+
+
+def _distill_stage(config, data, teacher, out, strategy, log) -> dict[str, Any]:
+    work = os.path.join(out, "work", "student")
+    model, alpha, temperature, table = distill_student(config, data, teacher, work, strategy, log)
     path = _io.safe_join(out, "models/student.keras")
     _io.write_with(path, model.save)
     return {
-        "model": c.student, "params": int(model.count_params()), "alpha": alpha, "temperature": temperature,
-        "transfer_set": data.transfer is not None, "unlabelled_images": data.num_unlabelled,
-        "tuning": table, "test_accuracy": _test_accuracy(model, data.test), "path": _rel(path, out),
-        "history": None if c.tune else _rel(os.path.join(work, "history.csv"), out),
+        "model": config.distill.student, "params": int(model.count_params()), "alpha": alpha,
+        "temperature": temperature, "transfer_set": data.transfer is not None,
+        "unlabelled_images": data.num_unlabelled, "tuning": table, "test_accuracy": _test_accuracy(model, data.test),
+        "path": _rel(path, out), "history": None if table else _rel(os.path.join(work, "history.csv"), out),
     }
 
 
@@ -261,25 +268,40 @@ def prune_skip(model, skip):
     return skip
 
 
-def _prune_stage(config, data, source_name, source_model, out, strategy) -> dict[str, Any]:
+def prune_model(config, data, model, work_dir, strategy=None):
+    """Prunes `model` to `config.compress.target_sparsity`, fine-tunes and strips it.
+
+    Returns:
+        `(stripped model, sparsity report, skip list used)`.
+    """
     from tfimgopt.compress import prune_and_finetune
 
     c = config.compress
+    skip = prune_skip(model, c.skip)
+    pruned, sparsity = prune_and_finetune(model, data.train, data.val, c.epochs, c.target_sparsity,
+                                          learning_rate=c.learning_rate, work_dir=work_dir, strategy=strategy,
+                                          skip=skip)
+    return pruned, sparsity, skip
+
+
+def _prune_stage(config, data, source_name, source_model, out, strategy) -> dict[str, Any]:
     work = os.path.join(out, "work", "pruned")
     model = keras.models.clone_model(source_model)
     model.set_weights(source_model.get_weights())
-    skip = prune_skip(model, c.skip)
-    pruned, sparsity = prune_and_finetune(model, data.train, data.val, c.epochs, c.target_sparsity,
-                                          learning_rate=c.learning_rate, work_dir=work, strategy=strategy,
-                                          skip=skip)
+    pruned, sparsity, skip = prune_model(config, data, model, work, strategy)
     path = _io.safe_join(out, "models/pruned.keras")
     _io.write_with(path, pruned.save)
     return {
-        "from": source_name, "target_sparsity": c.target_sparsity, "sparsity": sparsity["overall"],
+        "from": source_name, "target_sparsity": config.compress.target_sparsity, "sparsity": sparsity["overall"],
         "skip": skip,
         "test_accuracy": _test_accuracy(pruned, data.test), "path": _rel(path, out),
         "history": _rel(os.path.join(work, "history.csv"), out),
     }
+
+
+def calibration_images(data: PreparedData) -> tf.data.Dataset:
+    """Unbatched training images, the representative data of int8 export."""
+    return data.splits.train.map(lambda x, y: x)
 
 
 def _qat_stage(config, data, pruned, out, strategy) -> dict[str, Any]:
@@ -291,8 +313,7 @@ def _qat_stage(config, data, pruned, out, strategy) -> dict[str, Any]:
     qat = quantize_and_finetune(pruned, data.train, data.val, c.qat_epochs, learning_rate=c.qat_learning_rate,
                                 work_dir=work, strategy=strategy)
     path = _io.safe_join(out, "tflite/pruned_qat_int8.tflite")
-    blob = export_tflite(qat, "int8", data.splits.train.map(lambda x, y: x), path,
-                         num_calibration=config.export.num_calibration)
+    blob = export_tflite(qat, "int8", calibration_images(data), path, num_calibration=config.export.num_calibration)
     check = verify_tflite(blob, qat, data.test, num_samples=64)
     if not check["passed"]:
         raise ConfigError(f"Exported pruned_qat_int8 does not match its Keras model: {check}")
@@ -304,7 +325,7 @@ def _export_stage(config, data, models: dict[str, keras.Model], out) -> dict[str
     from tfimgopt.export import export_tflite, verify_tflite
 
     e = config.export
-    calibration = data.splits.train.map(lambda x, y: x)
+    calibration = calibration_images(data)
     files = {}
     for name, model in models.items():
         for mode in (e.modes if name == "baseline" else [m for m in ("float32", "int8") if m in e.modes]):

@@ -13,7 +13,7 @@ import numpy as np
 from tfimgopt import _io
 from tfimgopt.errors import ConfigError, TfimgoptError, received
 from tfimgopt.pipeline.config import RunConfig
-from tfimgopt.pipeline.run import _create, load_model, prepare_data, prune_skip
+from tfimgopt.pipeline.run import calibration_images, distill_student, load_model, prepare_data, prune_model
 
 VERIFY_FILE = "verification.npz"
 
@@ -26,30 +26,12 @@ def _check_output(path: str, suffixes: tuple[str, ...]) -> str:
 
 def distill_step(config: RunConfig, teacher_path: str, output: str, *, safe_mode: bool = True) -> dict[str, Any]:
     """Distils the teacher file into `config.distill.student` and saves the student."""
-    from tfimgopt.distill import distill, student_accuracy, tune_distillation
+    from tfimgopt.distill import student_accuracy
 
     _check_output(output, (".keras",))
     teacher = load_model(teacher_path, safe_mode=safe_mode)
     data = prepare_data(config)
-    c = config.distill
-    train_ds = data.transfer if data.transfer is not None else data.train
-
-    def student():
-        from tfimgopt.compat import keras
-
-        keras.utils.set_random_seed(config.seed)
-        return _create(c.student, data.splits.info, c.student_options, "distill.student_options")
-
-    if c.tune:
-        result = tune_distillation(teacher, student, train_ds, data.val, alphas=c.tune_alphas,
-                                   temperatures=c.tune_temperatures, epochs=c.epochs, method=c.tune_method,
-                                   learning_rate=c.learning_rate, seed=config.seed)
-        print(result.markdown())
-        model, alpha, temperature = result.student, result.alpha, result.temperature
-    else:
-        model = distill(teacher, student, train_ds, data.val, c.epochs, alpha=c.alpha, temperature=c.temperature,
-                        learning_rate=c.learning_rate, work_dir=os.path.splitext(output)[0] + ".work")
-        alpha, temperature = c.alpha, c.temperature
+    model, alpha, temperature, _ = distill_student(config, data, teacher, os.path.splitext(output)[0] + ".work")
     _io.write_with(output, model.save)
     return {"path": output, "alpha": alpha, "temperature": temperature,
             "test_accuracy": student_accuracy(model, data.test), "params": int(model.count_params())}
@@ -57,16 +39,12 @@ def distill_step(config: RunConfig, teacher_path: str, output: str, *, safe_mode
 
 def prune_step(config: RunConfig, model_path: str, output: str, *, safe_mode: bool = True) -> dict[str, Any]:
     """Prunes a model file to `config.compress.target_sparsity`, fine-tunes, strips, saves."""
-    from tfimgopt.compress import prune_and_finetune
     from tfimgopt.distill import student_accuracy
 
     _check_output(output, (".keras",))
     model = load_model(model_path, safe_mode=safe_mode)
     data = prepare_data(config)
-    c = config.compress
-    pruned, sparsity = prune_and_finetune(model, data.train, data.val, c.epochs, c.target_sparsity,
-                                          learning_rate=c.learning_rate, skip=prune_skip(model, c.skip),
-                                          work_dir=os.path.splitext(output)[0] + ".work")
+    pruned, sparsity, _ = prune_model(config, data, model, os.path.splitext(output)[0] + ".work")
     _io.write_with(output, pruned.save)
     return {"path": output, "sparsity": sparsity["overall"], "test_accuracy": student_accuracy(pruned, data.test)}
 
@@ -82,8 +60,7 @@ def quantize_step(config: RunConfig, model_path: str, output: str, *, safe_mode:
     c = config.compress
     qat = quantize_and_finetune(model, data.train, data.val, max(1, c.qat_epochs), learning_rate=c.qat_learning_rate,
                                 work_dir=os.path.splitext(output)[0] + ".work")
-    blob = export_tflite(qat, "int8", data.splits.train.map(lambda x, y: x), output,
-                         num_calibration=config.export.num_calibration)
+    blob = export_tflite(qat, "int8", calibration_images(data), output, num_calibration=config.export.num_calibration)
     check = verify_tflite(blob, qat, data.test)
     result = evaluate_tflite(output, data.test, latency_runs=config.export.latency_runs)
     return {"path": output, "verify": check, **result}
@@ -99,7 +76,7 @@ def export_step(config: RunConfig, model_path: str, output: str, mode: str, *, s
         raise ConfigError(f"mode must be one of {MODES}. {received('mode', mode)}")
     model = load_model(model_path, safe_mode=safe_mode)
     data = prepare_data(config)
-    blob = export_tflite(model, mode, data.splits.train.map(lambda x, y: x) if mode == "int8" else None, output,
+    blob = export_tflite(model, mode, calibration_images(data) if mode == "int8" else None, output,
                          num_calibration=config.export.num_calibration)
     return {"path": output, "bytes": len(blob), "verify": verify_tflite(blob, model, data.test)}
 
