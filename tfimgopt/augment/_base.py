@@ -88,10 +88,7 @@ def bernoulli(seed, shape, rate) -> tf.Tensor:
 
 def as_seed(seed) -> tf.Tensor:
     """Normalizes a seed to an int64 tensor of shape [2] (stateless ops' convention)."""
-    seed = tf.convert_to_tensor(seed)
-    if seed.dtype not in (tf.int32, tf.int64):
-        seed = tf.cast(seed, tf.int64)
-    seed = tf.cast(seed, tf.int64)
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
     if seed.shape.rank == 0:
         seed = tf.stack([seed, tf.constant(0, tf.int64)])
     return tf.reshape(seed, [2])

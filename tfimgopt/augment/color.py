@@ -108,8 +108,23 @@ def _scale_range(name, factor, high=10.0):
     return pair
 
 
+class _ScaleLayer(ColorLayer):
+    """A colour layer driven by one random scale factor per image (see `_scale_range`)."""
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+        self._range = _scale_range("factor", factor)
+
+    def scales(self, images, seed):
+        return uniform(seed, [tf.shape(images)[0], 1, 1, 1], *self._range)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
 @keras.utils.register_keras_serializable(package="tfimgopt")
-class RandomContrast(ColorLayer):
+class RandomContrast(_ScaleLayer):
     """Scales each channel's deviation from its mean by a random factor.
 
     Args:
@@ -118,22 +133,14 @@ class RandomContrast(ColorLayer):
         **kwargs: `seed`, `value_range`.
     """
 
-    def __init__(self, factor, **kwargs):
-        super().__init__(**kwargs)
-        self.factor = factor
-        self._range = _scale_range("factor", factor)
-
     def adjust(self, images, seed):
-        scale = uniform(seed, [tf.shape(images)[0], 1, 1, 1], *self._range)
+        scale = self.scales(images, seed)
         mean = tf.reduce_mean(images, axis=(1, 2), keepdims=True)
         return (images - mean) * scale + mean
 
-    def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
-
 
 @keras.utils.register_keras_serializable(package="tfimgopt")
-class RandomSaturation(ColorLayer):
+class RandomSaturation(_ScaleLayer):
     """Blends each image with its grayscale version by a random factor (0 = gray).
 
     Args:
@@ -144,18 +151,9 @@ class RandomSaturation(ColorLayer):
 
     needs_rgb = True
 
-    def __init__(self, factor, **kwargs):
-        super().__init__(**kwargs)
-        self.factor = factor
-        self._range = _scale_range("factor", factor)
-
     def adjust(self, images, seed):
-        scale = uniform(seed, [tf.shape(images)[0], 1, 1, 1], *self._range)
         gray = grayscale(images)
-        return gray + (images - gray) * scale
-
-    def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
+        return gray + (images - gray) * self.scales(images, seed)
 
 
 @keras.utils.register_keras_serializable(package="tfimgopt")
