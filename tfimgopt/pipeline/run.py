@@ -406,12 +406,14 @@ def artifact_hashes(out: str) -> list[dict[str, Any]]:
 _SELECTION_KEYS = {"export.optimize_for", "export.max_accuracy_drop"}
 
 
-def _flatten(d, prefix=""):
-    for key, value in d.items():
-        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and key != "student_options":
-            yield from _flatten(value, f"{prefix}{key}.")
+def _flatten(config: dict):
+    """`section.key -> value` of a config dict (two levels; builder options stay whole)."""
+    for key, value in config.items():
+        if isinstance(value, dict):
+            for sub, leaf in value.items():
+                yield f"{key}.{sub}", leaf
         else:
-            yield f"{prefix}{key}", value
+            yield key, value
 
 
 def _warn_changed_config(out, config, log) -> None:
