@@ -54,31 +54,36 @@ def tf_data(images, fn, seeded=False):
     return lambda: iter(ds)
 
 
+def per_image(images, augment_one):
+    """A batch generator factory that augments `images` one at a time, round robin."""
+
+    def gen():
+        i = 0
+        while True:
+            batch = [augment_one(images[(i + k) % len(images)]) for k in range(BATCH)]
+            i += BATCH
+            yield np.stack(batch)
+
+    return gen
+
+
 def opencv_loop(images):
     import cv2
 
     rng = np.random.default_rng(0)
 
-    def gen():
-        i = 0
-        while True:
-            out = []
-            for _ in range(BATCH):
-                img = images[i % len(images)]
-                i += 1
-                h, w = img.shape[:2]
-                m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-15, 15), 1 / rng.uniform(0.8, 1.0))
-                m[:, 2] += rng.uniform(-0.1, 0.1, 2) * (w, h)
-                img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-                if rng.random() < 0.5:
-                    img = cv2.flip(img, 1)
-                contrast = rng.uniform(0.8, 1.2)
-                mean = float(img.mean())
-                img = cv2.convertScaleAbs(img, alpha=contrast, beta=(1 - contrast) * mean + rng.uniform(-51, 51))
-                out.append(img)
-            yield np.stack(out)
+    def augment(img):
+        h, w = img.shape[:2]
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-15, 15), 1 / rng.uniform(0.8, 1.0))
+        m[:, 2] += rng.uniform(-0.1, 0.1, 2) * (w, h)
+        img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        if rng.random() < 0.5:
+            img = cv2.flip(img, 1)
+        contrast = rng.uniform(0.8, 1.2)
+        mean = float(img.mean())
+        return cv2.convertScaleAbs(img, alpha=contrast, beta=(1 - contrast) * mean + rng.uniform(-51, 51))
 
-    return gen
+    return per_image(images, augment)
 
 
 def opencv_classic(images):
@@ -87,29 +92,21 @@ def opencv_classic(images):
 
     rng = np.random.default_rng(0)
 
-    def gen():
-        i = 0
-        while True:
-            out = []
-            for _ in range(BATCH):
-                img = images[i % len(images)]
-                i += 1
-                h, w = img.shape[:2]
-                rot = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-15, 15), 1.0)
-                img = cv2.warpAffine(img, rot, (w, h), borderMode=cv2.BORDER_REFLECT_101)
-                shift = np.float32([[1, 0, rng.uniform(-0.1, 0.1) * w], [0, 1, rng.uniform(-0.1, 0.1) * h]])
-                img = cv2.warpAffine(img, shift, (w, h), borderMode=cv2.BORDER_REFLECT_101)
-                if rng.random() < 0.5:
-                    img = cv2.flip(img, 1)
-                side = rng.uniform(0.8, 1.0)
-                ch, cw = int(h * side), int(w * side)
-                top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-                img = cv2.resize(img[top : top + ch, left : left + cw], (w, h), interpolation=cv2.INTER_LINEAR)
-                img = cv2.convertScaleAbs(img, alpha=rng.uniform(0.8, 1.2), beta=rng.uniform(-51, 51))
-                out.append(img)
-            yield np.stack(out)
+    def augment(img):
+        h, w = img.shape[:2]
+        rot = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-15, 15), 1.0)
+        img = cv2.warpAffine(img, rot, (w, h), borderMode=cv2.BORDER_REFLECT_101)
+        shift = np.float32([[1, 0, rng.uniform(-0.1, 0.1) * w], [0, 1, rng.uniform(-0.1, 0.1) * h]])
+        img = cv2.warpAffine(img, shift, (w, h), borderMode=cv2.BORDER_REFLECT_101)
+        if rng.random() < 0.5:
+            img = cv2.flip(img, 1)
+        side = rng.uniform(0.8, 1.0)
+        ch, cw = int(h * side), int(w * side)
+        top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        img = cv2.resize(img[top : top + ch, left : left + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+        return cv2.convertScaleAbs(img, alpha=rng.uniform(0.8, 1.2), beta=rng.uniform(-51, 51))
 
-    return gen
+    return per_image(images, augment)
 
 
 def albumentations_loop(images):
@@ -121,17 +118,7 @@ def albumentations_loop(images):
         A.HorizontalFlip(p=0.5),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=1.0),
     ])
-
-    def gen():
-        i = 0
-        while True:
-            out = []
-            for _ in range(BATCH):
-                out.append(pipeline(image=images[i % len(images)])["image"])
-                i += 1
-            yield np.stack(out)
-
-    return gen
+    return per_image(images, lambda img: pipeline(image=img)["image"])
 
 
 def stock_keras_chain():
