@@ -35,7 +35,7 @@ def test_tensorflow_already_bound_to_keras3_fails_with_fix():
 
 
 def test_environment_asking_for_keras3_fails():
-    proc = run_python("import tfimgopt\n", env={"TF_USE_LEGACY_KERAS": "0"})
+    proc = run_python("import tfimgopt\nfrom tfimgopt.compat import keras\n", env={"TF_USE_LEGACY_KERAS": "0"})
     assert proc.returncode != 0
     assert "Received: TF_USE_LEGACY_KERAS='0'" in proc.stderr
 
@@ -50,3 +50,16 @@ def test_tensorflow_imported_first_but_keras_untouched_is_fine():
         "print('OK')\n",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_import_tfimgopt_is_cheap_and_its_public_names_load_on_first_use():
+    proc = run_python(
+        "import sys, tfimgopt\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "missing = [n for n in tfimgopt.__all__ if not hasattr(tfimgopt, n)]\n"
+        "assert not missing, missing\n"
+        "assert 'tensorflow' in sys.modules and tfimgopt.keras.__name__.startswith('tf_keras')\n"
+        "print('OK')\n",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "OK" in proc.stdout

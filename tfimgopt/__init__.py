@@ -1,31 +1,67 @@
 """tfimgopt: train image classifiers faster and ship them smaller, on TensorFlow/Keras.
 
-Importing tfimgopt first pins Keras 2 (`tf_keras`), which TFMOT needs; see
-`tfimgopt.compat`.
+Importing tfimgopt is cheap and does not import TensorFlow: it asks TensorFlow for Keras 2
+(`tf_keras`, which TFMOT needs) and settles TPU-library loading before TensorFlow loads
+(see `tfimgopt.compat`). The names below load their modules on first use.
 """
 
-from tfimgopt.compat import keras, tf  # noqa: I001  (must run before anything imports TF)
-from tfimgopt.augment import create_augmentation, list_augmentations
-from tfimgopt.data import DatasetInfo, build_pipeline, list_sources, load_dataset
-from tfimgopt.distribute import create_strategy, list_strategies
-from tfimgopt.errors import ConfigError, DataError, TfimgoptError
-from tfimgopt.models import create_model, list_models, register_model
-from tfimgopt.training import train
+from __future__ import annotations
+
+import importlib
+
+from tfimgopt import _platform
+from tfimgopt.errors import ConfigError, DataError, EnvironmentProblem, TfimgoptError
+
+_platform.prepare_environment()
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it, imported on first access (PEP 562).
+_LAZY = {
+    "keras": "tfimgopt.compat",
+    "tf": "tfimgopt.compat",
+    "create_augmentation": "tfimgopt.augment",
+    "list_augmentations": "tfimgopt.augment",
+    "DatasetInfo": "tfimgopt.data",
+    "build_pipeline": "tfimgopt.data",
+    "list_sources": "tfimgopt.data",
+    "load_dataset": "tfimgopt.data",
+    "create_strategy": "tfimgopt.distribute",
+    "list_strategies": "tfimgopt.distribute",
+    "create_model": "tfimgopt.models",
+    "list_models": "tfimgopt.models",
+    "register_model": "tfimgopt.models",
+    "train": "tfimgopt.training",
+    "doctor": "tfimgopt.doctor",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tfimgopt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "ConfigError",
     "DataError",
     "DatasetInfo",
+    "EnvironmentProblem",
     "TfimgoptError",
     "__version__",
     "build_pipeline",
     "create_augmentation",
     "create_model",
     "create_strategy",
-    "list_augmentations",
+    "doctor",
     "keras",
+    "list_augmentations",
     "list_models",
     "list_sources",
     "list_strategies",

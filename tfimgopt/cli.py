@@ -1,6 +1,7 @@
 """The `tfimgopt` command line: a thin shell that builds a config and calls the library.
 
-TensorFlow is imported only inside the commands, so `tfimgopt --help` answers at once.
+TensorFlow is imported only inside the commands (`import tfimgopt` does not import it), so
+`tfimgopt --help` answers at once.
 """
 
 from __future__ import annotations
@@ -173,6 +174,12 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from tfimgopt.doctor import doctor
+
+    return doctor()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `tfimgopt` command (public for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -250,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
              output="where to write the model (.tflite)")
     p.add_argument("--mode", default="float32", help="float32 | dynamic | float16 | int8 (default float32)")
     step("evaluate", "accuracy of a .keras model, or accuracy/latency/size of a .tflite model", _cmd_evaluate)
+
+    p = sub.add_parser("doctor", help="versions, devices, the strategy and precision `auto` picks, known-bad installs")
+    p.set_defaults(fn=_cmd_doctor)
 
     p = sub.add_parser("verify", help="re-hash a run folder's artifacts and re-run its TFLite files")
     p.add_argument("run_dir", help="a folder written by tfimgopt run")

@@ -7,6 +7,10 @@ module imports `keras` and `tf` from here, never `import keras` or `tf.keras`.
 from __future__ import annotations
 
 import os
+import warnings
+
+from tfimgopt._platform import check_before_tensorflow_import
+from tfimgopt.errors import TfimgoptError
 
 _ENV_VAR = "TF_USE_LEGACY_KERAS"
 _TRUE_VALUES = ("1", "true", "True")
@@ -19,7 +23,7 @@ _FIX = (
 )
 
 
-class KerasVersionError(RuntimeError):
+class KerasVersionError(TfimgoptError, RuntimeError):
     """Raised when TensorFlow is already bound to Keras 3 in this process."""
 
 
@@ -31,12 +35,13 @@ def _ensure_legacy_keras() -> None:
             f"does not support Keras 3, but the environment asks TensorFlow for Keras 3. "
             f"{_FIX} Received: {_ENV_VAR}={value!r}"
         )
-    os.environ[_ENV_VAR] = "1"
-    # TensorFlow's C++ start-up chatter buries the progress output users want to see.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 _ensure_legacy_keras()
+# A too-new libtpu would abort `import tensorflow`, and a TPU build on a host without a TPU
+# would make it wait for TPU workers: both are settled here, before TensorFlow loads.
+for _finding in check_before_tensorflow_import():
+    warnings.warn(f"tfimgopt: {_finding}", stacklevel=2)
 
 import tensorflow as tf  # noqa: E402  (must follow the environment set-up above)
 import tf_keras as keras  # noqa: E402

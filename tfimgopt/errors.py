@@ -15,6 +15,10 @@ class ConfigError(TfimgoptError, ValueError):
     """An argument or configuration value outside what is accepted."""
 
 
+class EnvironmentProblem(TfimgoptError, RuntimeError):
+    """Installed packages that cannot work together (found before TensorFlow loads); the message gives the fix."""
+
+
 def received(name: str, value: object) -> str:
     """Formats the `Received: name=value` suffix every error message ends with."""
     return f"Received: {name}={value!r}"

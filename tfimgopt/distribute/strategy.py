@@ -6,13 +6,13 @@ machines (from `TF_CONFIG`), and the CPU.  The same training code runs under eac
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
 import os
 from typing import NamedTuple
 
+from tfimgopt._platform import TPU_ENV_VARS, tpu_hints
 from tfimgopt.compat import keras, tf
 from tfimgopt.errors import ConfigError, TfimgoptError, received
 
@@ -22,8 +22,6 @@ STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "one_device", "default"
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 LR_SCALING = (None, "linear", "sqrt")
 
-# Environment variables through which runtimes announce a TPU.
-TPU_ENV_VARS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ADDRESS", "KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS")
 
 
 class StrategyError(TfimgoptError, RuntimeError):
@@ -39,17 +37,6 @@ def _say(message: str, verbose: bool) -> None:
     log.info(message)
     if verbose:
         print(f"[tfimgopt.distribute] {message}", flush=True)
-
-
-def _tpu_hints(tpu: str | None) -> list[str]:
-    """Where a TPU might come from, without touching the network."""
-    hints = []
-    if tpu:
-        hints.append(f"tpu={tpu!r}")
-    hints += [f"${name}" for name in TPU_ENV_VARS if os.environ.get(name)]
-    if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"):
-        hints.append("TPU VM devices (/dev/accel* or /dev/vfio)")
-    return hints
 
 
 def _connect_tpu(tpu: str | None) -> tf.distribute.Strategy:
@@ -133,7 +120,7 @@ def create_strategy(
     if kind not in STRATEGIES:
         raise ConfigError(f"Unknown strategy kind. Valid kinds: {STRATEGIES}. {received('kind', kind)}")
     if kind == "auto":
-        hints = _tpu_hints(tpu)
+        hints = tpu_hints(tpu)
         if hints:
             _say(f"TPU announced by {', '.join(hints)}; connecting", verbose)
             try:
@@ -142,6 +129,9 @@ def create_strategy(
                 return strategy
             except Exception as err:  # noqa: BLE001 - any failure means "no usable TPU"
                 _say(f"TPU not usable ({type(err).__name__}: {err}); trying GPUs", verbose)
+        elif os.environ.get("TPU_LOAD_LIBRARY") == "0":
+            _say("a TPU build of TensorFlow is installed but no TPU is visible, so libtpu was not loaded "
+                 "(TPU_LOAD_LIBRARY=0); `tfimgopt doctor` says how to fix the install", verbose)
         gpus = tf.config.list_logical_devices("GPU")
         if len(gpus) >= 2:
             strategy = tf.distribute.MirroredStrategy([g.name for g in gpus])
@@ -154,7 +144,7 @@ def create_strategy(
             _say("found no TPU and no GPU; chose the default strategy on the CPU", verbose)
         return strategy
     if kind == "tpu":
-        hints = _tpu_hints(tpu) or ["tpu='local' (TPU VM)"]
+        hints = tpu_hints(tpu) or ["tpu='local' (TPU VM)"]
         try:
             strategy = _connect_tpu(tpu)
         except Exception as err:  # noqa: BLE001
