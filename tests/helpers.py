@@ -27,3 +27,28 @@ def dataset_graph_ops(dataset) -> set[str]:
     for fn in graph_def.library.function:
         ops.update(node.op for node in fn.node_def)
     return ops
+
+
+def make_photo_folder(root, per_class: int = 120, seed: int = 0) -> str:
+    """A folder of real photographs in two classes, made offline from scikit-learn's sample images.
+
+    Each class is one of the two bundled photos (china.jpg, flower.jpg); its images are
+    random crops of 60-140 px saved as JPEG, as a user's own photo folder would hold.
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    bunch = load_sample_images()
+    for photo, name in zip(bunch.images, bunch.filenames, strict=True):
+        label = os.path.splitext(os.path.basename(name))[0]
+        folder = os.path.join(str(root), label)
+        os.makedirs(folder, exist_ok=True)
+        height, width = photo.shape[:2]
+        for i in range(per_class):
+            size = int(rng.integers(60, 141))
+            top, left = int(rng.integers(0, height - size)), int(rng.integers(0, width - size))
+            crop = photo[top:top + size, left:left + size]
+            Image.fromarray(crop).save(os.path.join(folder, f"{label}_{i:03d}.jpg"), quality=90)
+    return str(root)

@@ -61,13 +61,14 @@ def fake_pip(tmp_path):
     return pkg.parent, log
 
 
-def run_cell(tmp_path, env_extra, fake_pip=None):
+def run_cell(tmp_path, env_extra, fake_pip=None, preamble=""):
+    """Runs the install cell in a fresh process; `preamble` stands for what the kernel imported before."""
     env = {k: v for k, v in os.environ.items() if k not in ("TPU_ACCELERATOR_TYPE", "TFIMGOPT_FORCE_COLAB")}
     env.update(env_extra)
     if fake_pip is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(fake_pip), ROOT])
     script = tmp_path / "cell.py"
-    script.write_text(install_cell(COLAB[0]))
+    script.write_text(preamble + install_cell(COLAB[0]))
     return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180, env=env,
                           cwd=tmp_path)
 
@@ -120,10 +121,9 @@ def test_on_a_tpu_runtime_the_cell_follows_googles_two_step_recipe(tmp_path, fak
 @pytest.mark.slow
 def test_restart_is_asked_only_when_an_already_imported_package_changed(tmp_path, fake_pip):
     folder, _ = fake_pip
-    installs = {  # what the fake pip "installs": one package the cell already imported, one it did not
-        "already_imported-1.0": "urllib/request.py",
-        "fresh_package-2.0": "fresh_package/__init__.py",
-    }
+    for module in ("kernel_module.py", "fresh_module.py"):  # real files: importlib.metadata skips missing ones
+        (folder / module).write_text("")
+    installs = {"kernel_package-1.0": "kernel_module.py", "fresh_package-2.0": "fresh_module.py"}
     writes = "".join(
         f"d = {str(folder / (name + '.dist-info'))!r}; os.makedirs(d, exist_ok=True)\n"
         f"open(os.path.join(d, 'METADATA'), 'w').write('Metadata-Version: 2.1\\nName: {name.split('-')[0]}\\n"
@@ -132,7 +132,8 @@ def test_restart_is_asked_only_when_an_already_imported_package_changed(tmp_path
         for name, record in installs.items()
     )
     (folder / "pip" / "__main__.py").write_text("import os\n" + writes)
-    proc = run_cell(tmp_path, {"TFIMGOPT_FORCE_COLAB": "1", "TFIMGOPT_SOURCE": ROOT}, folder)
+    proc = run_cell(tmp_path, {"TFIMGOPT_FORCE_COLAB": "1", "TFIMGOPT_SOURCE": ROOT}, folder,
+                    preamble="import kernel_module  # imported by the notebook before this cell\n")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Installed or updated: already-imported, fresh-package" in proc.stdout
-    assert "Restart the runtime once (Runtime > Restart session), then run all: ['already_imported']" in proc.stdout
+    assert "Installed or updated: fresh-package, kernel-package" in proc.stdout
+    assert "Restart the runtime once (Runtime > Restart session), then run all: ['kernel_package']" in proc.stdout

@@ -89,7 +89,12 @@ def _config_from_args(args: argparse.Namespace):
 def _cmd_run(args: argparse.Namespace) -> int:
     from tfimgopt.pipeline import run
 
-    run(_config_from_args(args))
+    report = run(_config_from_args(args))
+    if report["failed_variants"]:
+        print(f"tfimgopt run: {len(report['failed_variants'])} variant(s) failed verification and were left out "
+              f"({', '.join(report['failed_variants'])}); the rest of the run finished. Rerun to retry them.",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -168,3 +168,96 @@ def test_changed_config_on_resume_is_warned(finished_run):
     warning = [line for line in lines if line.startswith("warning:")]
     assert len(warning) == 1 and "distill.epochs" in warning[0] and "optimize_for" not in warning[0]
     assert any("stage distill: already done" in line for line in lines)
+
+
+def test_selection_uses_the_float32_baseline_whatever_the_mode_order_and_never_picks_chance():
+    row = {"size_ratio": 1, "latency_ratio": 1, "latency_ms_median": 1.0}
+    rows = [  # export.modes: [int8, float32] puts baseline_int8 first
+        {**row, "variant": "baseline_int8", "accuracy": 0.80, "size_bytes": 300},
+        {**row, "variant": "baseline_float32", "accuracy": 0.90, "size_bytes": 1000},
+        {**row, "variant": "student_int8", "accuracy": 0.895, "size_bytes": 50},
+    ]
+    chosen = select_variant(rows, "size", 1.0)
+    assert chosen["variant"] == "student_int8" and "of baseline_float32 (90.00%)" in chosen["reason"]
+    assert select_variant(rows, "size", 5.0)["variant"] == "student_int8"  # baseline_int8 is 10 points down
+    chance = {"accuracy": 0.5, "noise": 0.45, "test_images": 20, "resolution_points": 5.0}  # 0.95 is noise
+    none = select_variant(rows, "size", 100.0, chance)
+    assert none["variant"] is None and none["reason"].startswith("no usable variant")
+    assert "within the noise of chance level (50.00% + 45.00 points on 20 test images)" in none["reason"]
+    chance["noise"] = 0.35  # now 0.895 and 0.90 clear it, 0.80 does not
+    assert select_variant(rows, "size", 100.0, chance)["variant"] == "student_int8"
+
+
+def test_a_student_not_smaller_than_its_teacher_is_refused_before_training(tmp_path):
+    overrides = [*TINY, f"out_dir={json.dumps(str(tmp_path))}", "distill.student=small_cnn",
+                 "distill.student_options={}"]
+    with pytest.raises(ConfigError, match=r"The student \(small_cnn, [\d,]+ parameters\) is not smaller than "
+                                          r"the teacher \(tiny_cnn, [\d,]+ parameters\).*allow_larger_student=true"):
+        run(load_config(overrides=overrides), log=lambda _: None)
+    assert not (tmp_path / "stages" / "baseline.json").exists()  # refused before the baseline trained
+    from tfimgopt.data import load_dataset
+    from tfimgopt.pipeline.run import _check_student_smaller
+
+    config = load_config(overrides=[*overrides, "distill.allow_larger_student=true"])
+    _check_student_smaller(config, load_dataset("digits", image_size=8).info)  # the override lets it through
+
+
+@pytest.mark.slow
+def test_a_variant_failing_verification_is_reported_excluded_and_retried(tmp_path, monkeypatch, capsys):
+    from tfimgopt.cli import main
+    from tfimgopt.export import tflite
+
+    out = tmp_path / "run"
+    args = ["run", "--out", str(out), *[a for o in TINY for a in ("--set", o)], "--set", "distill.enabled=false",
+            "--set", "compress.enabled=false"]
+    monkeypatch.setitem(tflite.FLOAT_TOLERANCE, "float16", -1.0)  # no float16 export can pass
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "1 variant(s) failed verification and were left out (baseline_float16)" in captured.err
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["failed_variants"]) == {"baseline_float16"}
+    assert "verification failed: relative logit diff" in report["failed_variants"]["baseline_float16"]["reason"]
+    assert "baseline_float16" not in {r["variant"] for r in report["variants"]}
+    assert report["selection"]["variant"] != "baseline_float16"
+    assert any("failed verification" in w for w in report["warnings"])
+    assert "Failed verification (left out of the selection): **baseline_float16**" in (out / "report.md").read_text()
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "tflite").iterdir() if p.name != "baseline_float16.tflite"}
+
+    monkeypatch.undo()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "retrying the export(s) that failed verification last time: baseline_float16" in printed
+    assert "stage baseline: already done, skipped" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["failed_variants"] == {} and "baseline_float16" in {r["variant"] for r in report["variants"]}
+    assert {p: (out / "tflite" / p).stat().st_mtime_ns for p in kept} == kept  # only the failed one redone
+    assert verify_run(str(out))["tflite_rerun"] == 4
+
+
+@pytest.mark.slow
+def test_models_at_chance_are_loud_and_never_selected(tmp_path, capsys):
+    """Two classes holding the same photos: nothing can beat chance, and the run must say so."""
+    from tests.helpers import make_photo_folder
+    from tfimgopt.cli import main
+
+    photos = make_photo_folder(tmp_path / "src", per_class=24)
+    same = tmp_path / "same"
+    for label in ("a", "b"):
+        os.makedirs(same / label)
+        for name in sorted(os.listdir(os.path.join(photos, "china"))):
+            os.symlink(os.path.join(photos, "china", name), same / label / name)
+    out = tmp_path / "run"
+    args = ["run", "--out", str(out), "--source", str(same), *[a for o in TINY for a in ("--set", o)],
+            "--set", "data.channels=3", "--set", "distill.enabled=false", "--set", "compress.enabled=false"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    chance = report["chance"]
+    assert chance["accuracy"] >= 0.5 and chance["noise"] > 0 and chance["test_images"] >= 4
+    assert report["selection"]["variant"] is None
+    assert "selected: no usable variant" in printed
+    assert "! WARNING: AT CHANCE LEVEL: baseline" in printed
+    assert report["warnings"][0].startswith("AT CHANCE LEVEL")
+    md = (out / "report.md").read_text()
+    assert "> **WARNING**" in md and "AT CHANCE LEVEL" in md and "Selected for `size`: **nothing**" in md
+    assert f"{chance['test_images']} test images, so one image = {chance['resolution_points']:.2f} points" in md

@@ -3,6 +3,7 @@
 from tfimgopt.export.tflite import (
     FLOAT_TOLERANCE,
     INT8_MIN_AGREEMENT,
+    MIN_AGREEMENT,
     IO_TYPES,
     MODES,
     TFLiteRunner,
@@ -19,6 +20,7 @@ from tfimgopt.export.tflite import (
 __all__ = [
     "FLOAT_TOLERANCE",
     "INT8_MIN_AGREEMENT",
+    "MIN_AGREEMENT",
     "IO_TYPES",
     "MODES",
     "TFLiteRunner",

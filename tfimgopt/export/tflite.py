@@ -18,12 +18,19 @@ from tfimgopt.errors import ConfigError, DataError, received
 
 MODES = ("float32", "dynamic", "float16", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
-# Stated tolerances of verify_tflite. Float modes compare logits: max abs difference
-# divided by max(1, largest |Keras logit|). Full-integer models compare decisions.
+# Stated criteria of verify_tflite, per mode. Float modes compare logits: max abs difference
+# divided by max(1, largest |Keras logit|), and (float16, dynamic) the top-1 decisions too.
 # float32 allows 1e-4: LiteRT (XNNPACK) folds BatchNorm and sums in a different order, and
 # over MobileNetV2's ~50 layers that reached 1.1e-5 relative (measured), above 1e-5.
-FLOAT_TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "dynamic": 5e-2}
-INT8_MIN_AGREEMENT = 0.95
+# float16 and dynamic range round weights (and, for dynamic, activations per batch), so their
+# logits drift with depth and width: the bounds below sit above the largest drift measured
+# on the zoo's models at 32-224 px (benchmarks/verify_tolerance.py, RESULTS.md), while a
+# broken export (wrong weights, wrong input scaling) moves logits by O(1) and flips decisions.
+FLOAT_TOLERANCE = {"float32": 1e-4, "float16": 3e-2, "dynamic": 1e-1}
+# Minimum top-1 agreement with Keras: float16/dynamic as a second check, int8 as the only one
+# (its logits are quantized, so an exact comparison says nothing).
+MIN_AGREEMENT = {"float32": 0.0, "float16": 0.95, "dynamic": 0.9, "int8": 0.95}
+INT8_MIN_AGREEMENT = MIN_AGREEMENT["int8"]
 
 
 def _representative(data: Any, input_shape: Sequence[int], samples: int) -> Callable[[], Iterable[list[np.ndarray]]]:
@@ -235,7 +242,8 @@ def verify_tflite(
 
     Float models (float32, float16, dynamic range) must match the Keras logits: the max
     abs difference divided by max(1, largest |logit|) must stay within `tolerance`
-    (default per mode: `FLOAT_TOLERANCE`). Full-integer models must agree on the top-1
+    (default per mode: `FLOAT_TOLERANCE`), and float16/dynamic models must also agree on
+    the top-1 class for `MIN_AGREEMENT[mode]` of the inputs. Full-integer models must agree on the top-1
     class for at least `min_agreement` of the inputs: their logits are quantized, so an
     exact comparison says nothing.
 
@@ -264,8 +272,9 @@ def verify_tflite(
         criterion = f"top-1 agreement >= {min_agreement}"
     else:
         tol = tolerance if tolerance is not None else FLOAT_TOLERANCE[mode]
-        passed = relative <= tol
-        criterion = f"max abs diff / max(1, max |logit|) <= {tol}"
+        need = MIN_AGREEMENT[mode]
+        passed = relative <= tol and agreement >= need
+        criterion = f"max abs diff / max(1, max |logit|) <= {tol}" + (f" and top-1 agreement >= {need}" if need else "")
     return {
         "mode": mode, "max_abs_diff": diff, "relative_diff": relative, "top1_agreement": agreement,
         "num_samples": len(images), "passed": bool(passed), "criterion": criterion,

@@ -111,6 +111,8 @@ class DistillConfig:
     tune_alphas: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.5])
     tune_temperatures: list[float] = dataclasses.field(default_factory=lambda: [1.0, 2.0, 4.0])
     tune_method: str = "halving"
+    #: Distil into a student with at least as many parameters as the teacher (refused otherwise).
+    allow_larger_student: bool = False
 
     def validate(self) -> None:
         from tfimgopt.distill import METHODS

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from tfimgopt import _io
 from tfimgopt.compat import keras, tf
 from tfimgopt.data import Splits, build_pipeline, hold_out_labels, load_dataset, load_unlabelled, with_unlabelled
@@ -245,6 +247,21 @@ def distill_student(config, data, teacher, work_dir, strategy=None, log=print):
     return model, c.alpha, c.temperature, None
 
 
+def _check_student_smaller(config: RunConfig, info) -> None:
+    """Refuses a student with at least as many parameters as its teacher, before anything trains."""
+    teacher = _create(config.train.model, info, config.train.model_options, "train.model_options").count_params()
+    student = _create(config.distill.student, info, config.distill.student_options,
+                      "distill.student_options").count_params()
+    keras.utils.set_random_seed(config.seed)  # building them drew from the seeded generators
+    if student >= teacher and not config.distill.allow_larger_student:
+        raise ConfigError(
+            f"The student ({config.distill.student}, {student:,} parameters) is not smaller than the teacher "
+            f"({config.train.model}, {teacher:,} parameters) at image size {info.image_shape[0]}: distilling would "
+            "ship a larger model. Choose a smaller distill.student or distill.student_options, or set "
+            f"distill.allow_larger_student=true to do it anyway. Received: distill.student={config.distill.student!r}, "
+            f"distill.student_options={config.distill.student_options!r}")
+
+
 def _distill_stage(config, data, teacher, out, strategy, log) -> dict[str, Any]:
     work = os.path.join(out, "work", "student")
     model, alpha, temperature, table = distill_student(config, data, teacher, work, strategy, log)
@@ -315,28 +332,42 @@ def _qat_stage(config, data, pruned, out, strategy) -> dict[str, Any]:
     path = _io.safe_join(out, "tflite/pruned_qat_int8.tflite")
     blob = export_tflite(qat, "int8", calibration_images(data), path, num_calibration=config.export.num_calibration)
     check = verify_tflite(blob, qat, data.test, num_samples=64)
+    record = {"preserved_sparsity": sparsity_report(pruned)["overall"], "path": _rel(path, out), "verify": check,
+              "history": _rel(os.path.join(work, "history.csv"), out)}
     if not check["passed"]:
-        raise ConfigError(f"Exported pruned_qat_int8 does not match its Keras model: {check}")
-    return {"preserved_sparsity": sparsity_report(pruned)["overall"], "path": _rel(path, out), "verify": check,
-            "history": _rel(os.path.join(work, "history.csv"), out)}
+        record["failed"] = _failure_reason(check)
+    return record
 
 
-def _export_stage(config, data, models: dict[str, keras.Model], out) -> dict[str, Any]:
+def _failure_reason(check: dict[str, Any]) -> str:
+    """Why a verification failed, with its numbers."""
+    return (f"verification failed: relative logit diff {check['relative_diff']:.2g}, top-1 agreement "
+            f"{check['top1_agreement']:.3f} on {check['num_samples']} test images; needed {check['criterion']}")
+
+
+def _export_stage(config, data, models: dict[str, keras.Model], out, log, only=None) -> dict[str, Any]:
+    """Exports every variant (or those in `only`); one that fails verification is recorded, not fatal."""
     from tfimgopt.export import export_tflite, verify_tflite
 
     e = config.export
     calibration = calibration_images(data)
-    files = {}
+    files, failed = {}, {}
     for name, model in models.items():
         for mode in (e.modes if name == "baseline" else [m for m in ("float32", "int8") if m in e.modes]):
-            path = _io.safe_join(out, f"tflite/{name}_{mode}.tflite")
+            variant = f"{name}_{mode}"
+            if only is not None and variant not in only:
+                continue
+            path = _io.safe_join(out, f"tflite/{variant}.tflite")
             blob = export_tflite(model, mode, calibration if mode == "int8" else None, path,
                                  num_calibration=e.num_calibration)
             check = verify_tflite(blob, model, data.test, num_samples=64)
-            if not check["passed"]:
-                raise ConfigError(f"Exported {name}_{mode} does not match its Keras model: {check}")
-            files[f"{name}_{mode}"] = {"path": _rel(path, out), "verify": check}
-    return {"files": files}
+            entry = {"path": _rel(path, out), "verify": check}
+            if check["passed"]:
+                files[variant] = entry
+            else:
+                failed[variant] = {**entry, "reason": _failure_reason(check)}
+                log(f"   warning: {variant} {failed[variant]['reason']}; it is left out of the selection")
+    return {"files": files, "failed": failed}
 
 
 def _evaluate_stage(config, data, files: dict[str, str], sparsity: dict[str, float], out) -> dict[str, Any]:
@@ -356,33 +387,90 @@ def _evaluate_stage(config, data, files: dict[str, str], sparsity: dict[str, flo
     return table
 
 
-def select_variant(rows: list[dict[str, Any]], optimize_for: str, max_accuracy_drop: float) -> dict[str, Any]:
+def chance_level(test_split: tf.data.Dataset) -> dict[str, Any]:
+    """Majority-class accuracy on the test split, and how far above it an accuracy must be to mean anything.
+
+    Returns:
+        `{"accuracy", "noise", "test_images", "resolution_points"}`: `noise` is two binomial
+        standard deviations of an accuracy at chance on this many images (about a 95% band),
+        `resolution_points` what one test image is worth, in accuracy points.
+    """
+    labels = np.concatenate([np.asarray(y).reshape(len(y), -1).argmax(1) if np.asarray(y).ndim > 1
+                             else np.asarray(y) for _, y in test_split.batch(4096).as_numpy_iterator()])
+    n = len(labels)
+    chance = float(np.bincount(labels.astype(np.int64)).max() / n)
+    return {"accuracy": chance, "noise": float(2 * np.sqrt(chance * (1 - chance) / n)), "test_images": n,
+            "resolution_points": 100.0 / n}
+
+
+def at_chance(accuracy: float, chance: dict[str, Any] | None) -> bool:
+    """True when `accuracy` is within the noise of chance level."""
+    return chance is not None and accuracy <= chance["accuracy"] + chance["noise"]
+
+
+def select_variant(rows: list[dict[str, Any]], optimize_for: str, max_accuracy_drop: float,
+                   chance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Picks the best variant by measurement among those within `max_accuracy_drop` points.
 
     `optimize_for`: `"size"` (smallest file), `"latency"` (fastest median) or
-    `"accuracy"` (most accurate; ties go to the smaller file).  The reference accuracy
-    is the first row's (the float32 baseline).
+    `"accuracy"` (most accurate; ties go to the smaller file). The reference accuracy is
+    the float32 baseline's (`baseline_float32`), whatever the order of the rows. A variant
+    within the noise of `chance` (see `chance_level`) is never picked: when no other is
+    left, the result says "no usable variant" and `variant` is None.
     """
-    reference = rows[0]["accuracy"]
+    reference_row = next((r for r in rows if r["variant"] == "baseline_float32"), rows[0])
+    reference = reference_row["accuracy"]
     allowed = [r for r in rows if 100 * (reference - r["accuracy"]) <= max_accuracy_drop + 1e-9]
+    usable = [r for r in allowed if not at_chance(r["accuracy"], chance)]
+    base = {"optimize_for": optimize_for, "max_accuracy_drop_points": max_accuracy_drop}
+    if not usable:
+        return {**base, "variant": None, "path": None, "accuracy": None, "candidates": 0, "reason": (
+            f"no usable variant: every variant within {max_accuracy_drop:g} points of {reference_row['variant']} "
+            f"({100 * reference:.2f}%) is within the noise of chance level ({100 * chance['accuracy']:.2f}% "
+            f"+ {100 * chance['noise']:.2f} points on {chance['test_images']} test images). Train longer, on more "
+            "data, or check the labels."
+        )}
     key = {
         "size": lambda r: (r["size_bytes"], -r["accuracy"]),
         "latency": lambda r: (r["latency_ms_median"], -r["accuracy"]),
         "accuracy": lambda r: (-r["accuracy"], r["size_bytes"]),
     }[optimize_for]
-    best = min(allowed, key=key)
+    best = min(usable, key=key)
     superlative = {"size": "smallest", "latency": "fastest", "accuracy": "most accurate"}[optimize_for]
     return {
-        "optimize_for": optimize_for, "max_accuracy_drop_points": max_accuracy_drop, "variant": best["variant"],
-        "path": best.get("path"), "accuracy": best["accuracy"], "candidates": len(allowed),
+        **base, "variant": best["variant"], "path": best.get("path"), "accuracy": best["accuracy"],
+        "candidates": len(usable),
         "reason": (
-            f"{best['variant']} is the {superlative} of the {len(allowed)} variants within "
-            f"{max_accuracy_drop:g} accuracy points of the float32 baseline "
+            f"{best['variant']} is the {superlative} of the {len(usable)} variants within "
+            f"{max_accuracy_drop:g} accuracy points of {reference_row['variant']} "
             f"({100 * reference:.2f}%): accuracy {100 * best['accuracy']:.2f}%, "
             f"{best['size_bytes'] / 1024:,.1f} KiB ({best['size_ratio']:.1f}x smaller), "
             f"{best['latency_ms_median']:.3f} ms ({best['latency_ratio']:.2f}x the baseline's latency)"
         ),
     }
+
+
+def run_warnings(records: dict[str, Any], rows: list[dict[str, Any]], chance: dict[str, Any],
+                 failed: dict[str, Any]) -> list[str]:
+    """What a person must not miss in a run: models at chance, failed variants."""
+    warnings = []
+    trained = [(name, r["test_accuracy"]) for name, r in records.items() if "test_accuracy" in r]
+    low = [f"{name} {100 * acc:.2f}%" for name, acc in trained if at_chance(acc, chance)]
+    low += [f"{r['variant']} {100 * r['accuracy']:.2f}%" for r in rows if at_chance(r["accuracy"], chance)]
+    if low:
+        warnings.append(
+            f"AT CHANCE LEVEL: {', '.join(low)}; chance is {100 * chance['accuracy']:.2f}% (majority class) "
+            f"+ {100 * chance['noise']:.2f} points of noise on {chance['test_images']} test images. These models "
+            "have not learned the task: train longer, use more data, or check the labels.")
+    if failed:
+        warnings.append(f"{len(failed)} variant(s) failed verification and were left out: " + "; ".join(
+            f"{name}: {entry['reason']}" for name, entry in failed.items()) + ". A rerun retries them.")
+    return warnings
+
+
+def _warning_box(warnings: list[str]) -> str:
+    bar = "!" * 78
+    return "\n".join([bar, *[f"! WARNING: {w}" for w in warnings], bar])
 
 
 def artifact_hashes(out: str) -> list[dict[str, Any]]:
@@ -467,6 +555,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     info = data.splits.info
     models_dir = os.path.join(out, "models")
 
+    if config.distill.enabled and not stages.done("distill"):
+        _check_student_smaller(config, info)
     baseline = stages.run("baseline", lambda: train_classifier(
         config, data, os.path.join(models_dir, "baseline.keras"), os.path.join(out, "work", "baseline"), out,
         strategy))
@@ -491,12 +581,27 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
             f"test accuracy {records['pruned']['test_accuracy']:.4f}")
         if config.compress.qat_epochs and "int8" in config.export.modes:
             records["qat"] = stages.run("qat", lambda: _qat_stage(config, data, loaded["pruned"], out, strategy))
-    exported = stages.run("export", lambda: _export_stage(config, data, loaded, out))
+    resumed = stages.done("export")
+    exported = stages.run("export", lambda: _export_stage(config, data, loaded, out, log))
+    if resumed and exported.get("failed"):
+        log(f"== retrying the export(s) that failed verification last time: {', '.join(exported['failed'])}")
+        again = _export_stage(config, data, loaded, out, log, only=set(exported["failed"]))
+        exported = {"files": {**exported["files"], **again["files"]}, "failed": again["failed"]}
+        _io.write_json(stages.record_path("export"), exported)
+        if stages.done("evaluate"):
+            os.remove(stages.record_path("evaluate"))
+    failed = dict(exported.get("failed", {}))
     files = {name: entry["path"] for name, entry in exported["files"].items()}
     if "qat" in records:
-        files["pruned_qat_int8"] = records["qat"]["path"]
+        if records["qat"].get("failed"):
+            failed["pruned_qat_int8"] = {"path": records["qat"]["path"], "verify": records["qat"]["verify"],
+                                         "reason": records["qat"]["failed"]}
+        else:
+            files["pruned_qat_int8"] = records["qat"]["path"]
     table = stages.run("evaluate", lambda: _evaluate_stage(config, data, files, sparsity, out))
-    selection = select_variant(table["rows"], config.export.optimize_for, config.export.max_accuracy_drop)
+    chance = chance_level(data.splits.test)
+    selection = select_variant(table["rows"], config.export.optimize_for, config.export.max_accuracy_drop, chance)
+    warnings = run_warnings(records, table["rows"], chance, failed)
     plots = _plots(table["rows"], records, selection["variant"], out)
     from tfimgopt.pipeline.steps import save_verification_data
 
@@ -508,9 +613,13 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         "strategy": f"{_strategy_name(strategy)} on {strategy_kind(strategy).upper()}",
         "replicas": strategy.num_replicas_in_sync, "precision": precision,
         **records,
-        "verification": {k: v["verify"] for k, v in exported["files"].items()}
+        "verification": {k: v["verify"] for k, v in {**exported["files"], **failed}.items()}
         | ({"pruned_qat_int8": records["qat"]["verify"]} if "qat" in records else {}),
         "variants": table["rows"],
+        "failed_variants": {name: {"reason": entry["reason"], "verify": entry["verify"]}
+                            for name, entry in failed.items()},
+        "chance": chance,
+        "warnings": warnings,
         "selection": selection,
         "plots": plots,
         "seconds": round(time.monotonic() - stages.start, 2),
@@ -519,8 +628,15 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     _io.write_json(os.path.join(out, "report.json"), report)
     markdown = report_markdown(report, table["markdown"])
     _io.write_text(os.path.join(out, "report.md"), markdown)
-    log("\n" + table["markdown"] + f"\n\nselected: {selection['reason']}\nrun folder: {out}")
+    summary = f"\n{table['markdown']}\n\n{_resolution_note(chance)}\nselected: {selection['reason']}\nrun folder: {out}"
+    log(summary + ("\n" + _warning_box(warnings) if warnings else ""))
     return report
+
+
+def _resolution_note(chance: dict[str, Any]) -> str:
+    return (f"Accuracy resolution: {chance['test_images']} test images, so one image = "
+            f"{chance['resolution_points']:.2f} points; chance level (majority class) "
+            f"{100 * chance['accuracy']:.2f}% + {100 * chance['noise']:.2f} points of noise.")
 
 
 def _strategy_name(strategy) -> str:
@@ -573,14 +689,22 @@ def report_markdown(report: dict[str, Any], table: str) -> str:
         kept = report["qat"]["preserved_sparsity"]
         lines.append(f"| qat | pruned, sparsity-preserving | | sparsity kept {kept:.1%} |")
     sel = report["selection"]
+    if report.get("warnings"):
+        lines[2:2] = ["> **WARNING**", *[f"> - {w}" for w in report["warnings"]], ""]
     lines += [
         "",
         "## TFLite variants (measured in the LiteRT interpreter on the test split)",
         "",
         table,
         "",
+        _resolution_note(report["chance"]),
+        "",
+        *(["Failed verification (left out of the selection): "
+           + "; ".join(f"**{n}**: {e['reason']}" for n, e in report["failed_variants"].items()), ""]
+          if report.get("failed_variants") else []),
         f"Selected for `{sel['optimize_for']}` with at most {sel['max_accuracy_drop_points']:g} points of "
-        f"accuracy lost: **{sel['variant']}** (`{sel['path']}`). {sel['reason']}.",
+        f"accuracy lost: **{sel['variant']}** (`{sel['path']}`). {sel['reason']}." if sel["variant"] else
+        f"Selected for `{sel['optimize_for']}`: **nothing**. {sel['reason']}",
         "",
         *[f"![{os.path.basename(p)}]({p})" for p in report["plots"]],
         "",
@@ -591,4 +715,5 @@ def report_markdown(report: dict[str, Any], table: str) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PreparedData", "load_model", "prepare_data", "run", "select_variant", "train_classifier"]
+__all__ = ["PreparedData", "at_chance", "chance_level", "load_model", "prepare_data", "run", "select_variant",
+           "train_classifier"]
