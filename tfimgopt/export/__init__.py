@@ -3,8 +3,8 @@
 from tfimgopt.export.tflite import (
     FLOAT_TOLERANCE,
     INT8_MIN_AGREEMENT,
-    MIN_AGREEMENT,
     IO_TYPES,
+    MIN_AGREEMENT,
     MODES,
     TFLiteRunner,
     compare,
