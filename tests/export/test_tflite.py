@@ -139,3 +139,23 @@ def test_corrupt_or_missing_tflite_files(tmp_path, exported):
         TFLiteRunner(str(bad))
     with pytest.raises(DataError, match="TFLite file not found"):
         TFLiteRunner(str(tmp_path / "missing.tflite"))
+
+
+def test_fast_conversion_writes_what_from_keras_model_writes(trained_cnn, digits16):
+    """Our converter (a light tf.Module) against TensorFlow's own Keras path: same file, same signature."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tfimgopt.compat import tf
+    from tfimgopt.export.tflite import TFLiteRunner, to_tflite_bytes
+
+    images = np.stack([x for x, _ in digits16.test.take(16).as_numpy_iterator()]).astype("float32")
+    for mode in ("float32", "dynamic"):
+        reference = tf.lite.TFLiteConverter.from_keras_model(trained_cnn)
+        if mode == "dynamic":
+            reference.optimizations = [tf.lite.Optimize.DEFAULT]
+        want, got = reference.convert(), to_tflite_bytes(trained_cnn, mode)
+        assert len(got) == len(want), mode
+        np.testing.assert_array_equal(TFLiteRunner(got).predict(images), TFLiteRunner(want).predict(images))
+        assert Interpreter(model_content=got).get_signature_list() == Interpreter(
+            model_content=want).get_signature_list()

@@ -32,6 +32,7 @@ class _Stages:
         self.dir = os.path.join(out_dir, "stages")
         self.log = log
         self.start = time.monotonic()
+        self.seconds: dict[str, float] = {}  # stage -> seconds it took (in the run that did it)
 
     def record_path(self, name: str) -> str:
         return os.path.join(self.dir, f"{name}.json")
@@ -45,11 +46,14 @@ class _Stages:
         if os.path.exists(path):
             self.log(f"== stage {name}: already done, skipped [{elapsed:6.1f}s]")
             with open(path) as f:
-                return json.load(f)
+                record = json.load(f)
+            self.seconds[name] = record.get("seconds", 0.0)
+            return record
         self.log(f"== stage {name} [{elapsed:6.1f}s]")
         began = time.monotonic()
         result = fn()
         result["seconds"] = round(time.monotonic() - began, 2)
+        self.seconds[name] = result["seconds"]
         _io.write_json(path, result)
         self.log(f"   stage {name} finished in {result['seconds']:.1f}s")
         return result
@@ -358,10 +362,13 @@ def _export_stage(config, data, models: dict[str, keras.Model], out, log, only=N
             if only is not None and variant not in only:
                 continue
             path = _io.safe_join(out, f"tflite/{variant}.tflite")
+            began = time.monotonic()
             blob = export_tflite(model, mode, calibration if mode == "int8" else None, path,
                                  num_calibration=e.num_calibration)
+            converted = time.monotonic()
             check = verify_tflite(blob, model, data.test, num_samples=64)
-            entry = {"path": _rel(path, out), "verify": check}
+            entry = {"path": _rel(path, out), "verify": check, "convert_s": round(converted - began, 2),
+                     "verify_s": round(time.monotonic() - converted, 2)}
             if check["passed"]:
                 files[variant] = entry
             else:
@@ -376,10 +383,12 @@ def _evaluate_stage(config, data, files: dict[str, str], sparsity: dict[str, flo
     e = config.export
     results = {}
     for name, rel in files.items():
+        began = time.monotonic()
         result = evaluate_tflite(_io.safe_join(out, rel), data.test, num_threads=e.num_threads,
                                  latency_runs=e.latency_runs)
         result["sparsity"] = sparsity.get(name.rsplit("_", 1)[0].replace("_qat", ""))
         result["path"] = rel
+        result["evaluate_s"] = round(time.monotonic() - began, 2)
         results[name] = result
     table = compare(results, "baseline_float32")
     for row in table["rows"]:
@@ -623,14 +632,23 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         "selection": selection,
         "plots": plots,
         "seconds": round(time.monotonic() - stages.start, 2),
+        "stage_seconds": stages.seconds,
         "artifacts": artifact_hashes(out),
     }
     _io.write_json(os.path.join(out, "report.json"), report)
     markdown = report_markdown(report, table["markdown"])
     _io.write_text(os.path.join(out, "report.md"), markdown)
-    summary = f"\n{table['markdown']}\n\n{_resolution_note(chance)}\nselected: {selection['reason']}\nrun folder: {out}"
+    summary = (f"\n{table['markdown']}\n\n{_resolution_note(chance)}\n{_time_note(stages.seconds)}\n"
+               f"selected: {selection['reason']}\nrun folder: {out}")
     log(summary + ("\n" + _warning_box(warnings) if warnings else ""))
     return report
+
+
+def _time_note(seconds: dict[str, float]) -> str:
+    total = sum(seconds.values())
+    tail = seconds.get("export", 0.0) + seconds.get("evaluate", 0.0)
+    return (f"Stage time {total:.0f} s: export + evaluation {tail:.0f} s ({100 * tail / max(total, 1e-9):.0f}%), "
+            + ", ".join(f"{name} {sec:.0f} s" for name, sec in seconds.items()) + ".")
 
 
 def _resolution_note(chance: dict[str, Any]) -> str:
@@ -708,7 +726,7 @@ def report_markdown(report: dict[str, Any], table: str) -> str:
         "",
         *[f"![{os.path.basename(p)}]({p})" for p in report["plots"]],
         "",
-        f"Total time {report['seconds']:.0f} s. Artifact hashes (SHA-256) are in report.json; "
+        f"{_time_note(report['stage_seconds'])} Artifact hashes (SHA-256) are in report.json; "
         "`tfimgopt verify RUN_DIR` re-checks them.",
         "",
     ]
