@@ -38,8 +38,12 @@ def test_user_models_are_accepted_and_registered():
     def linear(input_shape, num_classes):
         return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(num_classes)])
 
-    assert "test_linear" in list_models()
+    assert "test_linear" in list_models() and list_models("test_*") == ["test_linear"]
+    assert "test_linear" not in list_models(exclude=["test_*"])
     assert create_model("test_linear", (4, 4, 1), 2).output_shape == (None, 2)
+    with pytest.raises(ConfigError, match="A model named 'test_linear' is registered already"):
+        register_model("test_linear")(linear)
+    assert create_model("test_linear", (4, 4, 1), 2).output_shape == (None, 2)  # the first one stays
 
 
 def test_subclassed_models_are_marked_not_graph():
@@ -57,7 +61,8 @@ def test_subclassed_models_are_marked_not_graph():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("nope", (8, 8, 1), 3), r"Valid names: \[.*'small_cnn'.*Received: name='nope'"),
+        (("nope", (8, 8, 1), 3), r"Valid names: \[.*'small_cnn'.*Received: model='nope'"),
+        (("smal_cnn", (8, 8, 1), 3), r"Unknown model 'smal_cnn'; did you mean 'small_cnn'\?"),
         (("small_cnn", (8, 8), 3), r"Received: input_shape=\(8, 8\)"),
         (("small_cnn", (8, 8, 1), 1), "Received: num_classes=1"),
         ((3.5,), "Received: model of type builtins.float"),

@@ -34,7 +34,7 @@ def preview_grid(images, augmentation, *, labels=None, num_classes=None, variant
 
     Example:
         >>> from tfimgopt.augment import create_augmentation, preview_grid
-        >>> preview_grid(images[:6], create_augmentation("default"), path="grid.png")
+        >>> figure = preview_grid(images[:6], create_augmentation("default"), path="grid.png")
     """
     import matplotlib
 

@@ -113,9 +113,10 @@ def create_strategy(
 
     Example:
         >>> from tfimgopt.distribute import create_strategy
-        >>> strategy = create_strategy("auto")
+        >>> from tfimgopt.models import create_model
+        >>> strategy = create_strategy("auto", verbose=False)
         >>> with strategy.scope():
-        ...     model = build_model()
+        ...     model = create_model("tiny_cnn", (16, 16, 1), 10)
     """
     if kind not in STRATEGIES:
         raise ConfigError(f"Unknown strategy kind. Valid kinds: {STRATEGIES}. {received('kind', kind)}")

@@ -9,15 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tfimgopt._registry import Registry
 from tfimgopt.compat import keras
 from tfimgopt.errors import ConfigError, received
 
 ModelBuilder = Callable[..., keras.Model]
-_REGISTRY: dict[str, ModelBuilder] = {}
+_REGISTRY: Registry[ModelBuilder] = Registry("model")
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     """Registers a builder `fn(input_shape, num_classes, **kw) -> keras.Model` by name.
+
+    Raises:
+        ConfigError: if the name is registered already.
 
     Example:
         >>> from tfimgopt.models import create_model, register_model
@@ -30,16 +34,12 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
         (None, 10)
     """
 
-    def wrap(fn: ModelBuilder) -> ModelBuilder:
-        _REGISTRY[name] = fn
-        return fn
-
-    return wrap
+    return _REGISTRY.register(name)
 
 
-def list_models() -> list[str]:
-    """Names accepted by `create_model`."""
-    return sorted(_REGISTRY)
+def list_models(filter: str | None = None, exclude: Sequence[str] = ()) -> list[str]:  # noqa: A002
+    """Names accepted by `create_model`, optionally matching a shell pattern (`"mobilenet*"`)."""
+    return _REGISTRY.names(filter, exclude)
 
 
 def is_graph_model(model: Any) -> bool:
@@ -87,8 +87,7 @@ def create_model(
             f"create_model takes a model name or a tf_keras Model.{hint} "
             f"Received: model of type {module}.{type(name).__name__}"
         )
-    if name not in _REGISTRY:
-        raise ConfigError(f"Unknown model. Valid names: {list_models()}. {received('name', name)}")
+    builder = _REGISTRY.get(name)
     if (
         input_shape is None
         or len(input_shape) != 3
@@ -100,7 +99,7 @@ def create_model(
         )
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ConfigError(f"num_classes must be an int >= 2. {received('num_classes', num_classes)}")
-    return _REGISTRY[name](tuple(input_shape), num_classes, **kwargs)
+    return builder(tuple(input_shape), num_classes, **kwargs)
 
 
 def _classifier(num_classes: int) -> keras.layers.Layer:

@@ -29,6 +29,7 @@ def augmentation_preview(*, source="digits", policy="default", out="augment_prev
     Example:
         >>> from tfimgopt.pipeline.previews import augmentation_preview
         >>> augmentation_preview(source="digits", policy="randaugment", out="grid.png")
+        'grid.png'
     """
     from tfimgopt.augment import create_augmentation, preview_grid
     from tfimgopt.data import load_dataset

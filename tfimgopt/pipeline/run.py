@@ -544,7 +544,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
 
     Example:
         >>> from tfimgopt.pipeline import load_config, run
-        >>> report = run(load_config(overrides=["train.epochs=1"]))
+        >>> # a whole job (minutes), so the doctest run skips it
+        >>> report = run(load_config(overrides=["train.epochs=1"]))  # doctest: +SKIP
     """
     from tfimgopt.distribute import create_strategy, set_precision, strategy_kind
 

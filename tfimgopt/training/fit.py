@@ -134,7 +134,7 @@ def train(
         >>> from tfimgopt.training import train
         >>> s = load_dataset("digits", image_size=16)
         >>> model = create_model("tiny_cnn", s.info.image_shape, s.info.num_classes)
-        >>> history = train(model, build_pipeline(s.train, 32, training=True), epochs=1)
+        >>> history = train(model, build_pipeline(s.train, 32, training=True), epochs=1, verbose=0)
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ConfigError(f"epochs must be a positive int. {received('epochs', epochs)}")
