@@ -63,3 +63,23 @@ def test_import_tfimgopt_is_cheap_and_its_public_names_load_on_first_use():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "OK" in proc.stdout
+
+
+def test_every_error_type_lives_in_errors_and_is_caught_as_a_tfimgopt_error():
+    import inspect
+
+    import tfimgopt
+    from tfimgopt import errors
+
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, Exception)]
+    assert {c.__name__ for c in classes} <= set(tfimgopt.__all__)
+    assert all(issubclass(c, errors.TfimgoptError) for c in classes)
+    for module in ("tfimgopt.compat", "tfimgopt.pipeline.steps", "tfimgopt.compress.quantize",
+                   "tfimgopt.distribute.strategy"):  # the old import paths still give the same classes
+        mod = __import__(module, fromlist=["_"])
+        for name in ("KerasVersionError", "VerificationError", "QuantizationError", "StrategyError"):
+            if hasattr(mod, name):
+                assert getattr(mod, name) is getattr(errors, name)
+    own = [c for _, c in inspect.getmembers(__import__("tfimgopt.pipeline.run", fromlist=["_"]), inspect.isclass)
+           if issubclass(c, Exception) and c.__module__.startswith("tfimgopt") and c.__module__ != "tfimgopt.errors"]
+    assert not own, own

@@ -10,7 +10,16 @@ from __future__ import annotations
 import importlib
 
 from tfimgopt import _platform
-from tfimgopt.errors import ConfigError, DataError, EnvironmentProblem, TfimgoptError
+from tfimgopt.errors import (
+    ConfigError,
+    DataError,
+    EnvironmentProblem,
+    KerasVersionError,
+    QuantizationError,
+    StrategyError,
+    TfimgoptError,
+    VerificationError,
+)
 
 _platform.prepare_environment()
 
@@ -53,7 +62,11 @@ __all__ = [
     "DataError",
     "DatasetInfo",
     "EnvironmentProblem",
+    "KerasVersionError",
+    "QuantizationError",
+    "StrategyError",
     "TfimgoptError",
+    "VerificationError",
     "__version__",
     "build_pipeline",
     "create_augmentation",

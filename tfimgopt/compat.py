@@ -10,7 +10,7 @@ import os
 import warnings
 
 from tfimgopt._platform import check_before_tensorflow_import
-from tfimgopt.errors import TfimgoptError
+from tfimgopt.errors import KerasVersionError
 
 _ENV_VAR = "TF_USE_LEGACY_KERAS"
 _TRUE_VALUES = ("1", "true", "True")
@@ -21,10 +21,6 @@ _FIX = (
     "of a notebook, then restart the runtime), or import tfimgopt before anything that "
     "imports TensorFlow."
 )
-
-
-class KerasVersionError(TfimgoptError, RuntimeError):
-    """Raised when TensorFlow is already bound to Keras 3 in this process."""
 
 
 def _ensure_legacy_keras() -> None:

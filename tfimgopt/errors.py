@@ -1,4 +1,7 @@
-"""Error types tfimgopt promises to raise for bad input."""
+"""Every error type tfimgopt raises on purpose, in one place; each means one thing.
+
+All derive from `TfimgoptError`, which the command line catches and prints as one line.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,22 @@ class DataError(TfimgoptError, ValueError):
 
 class ConfigError(TfimgoptError, ValueError):
     """An argument or configuration value outside what is accepted."""
+
+
+class QuantizationError(ConfigError):
+    """A layer that TFMOT's 8-bit scheme cannot quantize (the message names it and what to do)."""
+
+
+class StrategyError(TfimgoptError, RuntimeError):
+    """The requested hardware or cluster is not there."""
+
+
+class KerasVersionError(TfimgoptError, RuntimeError):
+    """TensorFlow is bound to Keras 3 in this process (or the environment asks for it); tfimgopt needs Keras 2."""
+
+
+class VerificationError(TfimgoptError):
+    """A run folder's artifacts do not match what its report recorded."""
 
 
 class EnvironmentProblem(TfimgoptError, RuntimeError):

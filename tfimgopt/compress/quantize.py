@@ -10,7 +10,7 @@ import tensorflow_model_optimization as tfmot
 
 from tfimgopt.compat import keras, tf
 from tfimgopt.compress.prune import check_graph_model, copy_weights, matches_layer
-from tfimgopt.errors import ConfigError
+from tfimgopt.errors import QuantizationError
 
 logger = logging.getLogger(__name__)
 
@@ -20,10 +20,6 @@ _REGISTRY = _QUANT.default_8bit.Default8BitQuantizeRegistry()
 
 # TFMOT folds these into the preceding convolution during quantize_apply (Conv-BN-ReLU).
 _FOLDED = (keras.layers.BatchNormalization,)
-
-
-class QuantizationError(ConfigError):
-    """A layer that TFMOT's 8-bit scheme cannot quantize."""
 
 
 class FloatPassThrough(_QUANT.QuantizeConfig):

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from tfimgopt._platform import TPU_ENV_VARS, tpu_hints
 from tfimgopt.compat import keras, tf
-from tfimgopt.errors import ConfigError, TfimgoptError, received
+from tfimgopt.errors import ConfigError, StrategyError, received
 
 log = logging.getLogger("tfimgopt.distribute")
 
@@ -22,10 +22,6 @@ STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "one_device", "default"
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 LR_SCALING = (None, "linear", "sqrt")
 
-
-
-class StrategyError(TfimgoptError, RuntimeError):
-    """The requested hardware or cluster is not there."""
 
 
 def list_strategies() -> tuple[str, ...]:

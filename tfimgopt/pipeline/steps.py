@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from tfimgopt import _io
-from tfimgopt.errors import ConfigError, TfimgoptError, received
+from tfimgopt.errors import ConfigError, TfimgoptError, VerificationError, received
 from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.run import calibration_images, distill_student, load_model, prepare_data, prune_model
 
@@ -113,10 +113,6 @@ def save_verification_data(out: str, files: dict[str, str], images: np.ndarray) 
 def _save_npz(path, arrays):
     with open(path, "wb") as f:
         np.savez(f, **arrays)
-
-
-class VerificationError(TfimgoptError):
-    """A run folder's artifacts do not match what its report recorded."""
 
 
 def verify_run(run_dir: str) -> dict[str, Any]:
