@@ -153,3 +153,18 @@ def test_subclassed_and_keras3_models_rejected_with_advice():
     with pytest.raises(ConfigError, match="Keras 3 model"):
         prune(keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)]), 0.5)
 
+
+
+def test_pruned_layers_are_those_tfmot_really_makes_sparse():
+    """MobileNetV2's depthwise convolutions are wrapped by TFMOT but never pruned: not listed."""
+    from tfimgopt.compress.prune import prunable_weight_names
+    from tfimgopt.models import create_model
+
+    model = create_model("mobilenet_v2", (32, 32, 3), 10, alpha=0.35)
+    plan = prune(model, 0.5, end_step=10)
+    depthwise = [layer.name for layer in model.layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
+    assert depthwise and not set(depthwise) & set(plan.pruned_layers)
+    assert prunable_weight_names(model.get_layer(depthwise[0])) == []
+    assert prunable_weight_names(model.get_layer("classifier")) == ["kernel"]
+    convs = [layer.name for layer in model.layers if type(layer) is keras.layers.Conv2D]
+    assert set(plan.pruned_layers) == set(convs[1:])  # the first conv and the classifier stay dense by default

@@ -14,7 +14,6 @@ from tfimgopt.errors import ConfigError, received
 logger = logging.getLogger(__name__)
 
 SCHEDULES = ("polynomial", "constant")
-_PRUNABLE = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D)
 _SPARSITY = tfmot.sparsity.keras
 
 
@@ -43,8 +42,23 @@ def check_graph_model(model: Any, what: str) -> None:
     )
 
 
+def prunable_weight_names(layer: keras.layers.Layer) -> list[str]:
+    """The weights of `layer` that TFMOT's pruning really makes sparse (asked of TFMOT, not restated).
+
+    TFMOT wraps more layers than it prunes: its registry maps DepthwiseConv2D and
+    BatchNormalization to no weights, so those stay dense.
+    """
+    if isinstance(layer, _SPARSITY.PrunableLayer):
+        return [w.name for w in layer.get_prunable_weights()]
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
+
+    if not PruneRegistry.supports(layer):
+        return []
+    return list(PruneRegistry._weight_names(layer))  # noqa: SLF001 - TFMOT's own table, no public accessor
+
+
 def _prunable_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    return [layer for layer in model.layers if isinstance(layer, _PRUNABLE)]
+    return [layer for layer in model.layers if prunable_weight_names(layer)]
 
 
 def matches_layer(layer: keras.layers.Layer, rules: Iterable[str | type]) -> bool:
@@ -171,7 +185,7 @@ def prune(
     pruned_names, skipped = plan_pruning(model, skip, m_by_n)
     if not pruned_names:
         raise ConfigError(
-            "No layer left to prune: the model has no Conv2D/Dense/DepthwiseConv2D layer outside the "
+            "No layer left to prune: the model has no layer with weights TFMOT prunes (Conv2D, Dense, ...) outside the "
             f"skip list. Skipped: {skipped or 'none'}. Received: model={model.name!r}"
         )
     for name, reason in skipped.items():
