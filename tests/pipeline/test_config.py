@@ -87,3 +87,31 @@ def test_shipped_example_configs_load_and_validate():
     assert tpu.data.source == "tfds:cifar10" and tpu.train.strategy == "auto" and tpu.data.try_gcs
     with pytest.raises(ConfigError, match="existing folder of class subfolders"):
         load_config("folder")  # points at 'photos', which the user must replace
+
+
+def test_small_hostile_config_files_fail_fast_and_clearly(tmp_path):
+    import time
+
+    from tfimgopt.pipeline.config import MAX_CONFIG_BYTES
+
+    laughs = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    cases = {
+        "laughs.yaml": ("\n".join(laughs), r"YAML aliases \(\*a0\) are not accepted"),
+        "deep.yaml": ("x: " + "[" * 5000 + "]" * 5000, "nesting deeper than 16 levels"),
+        "deep.json": ('{"x": ' + "[" * 100000 + "]" * 100000 + "}", "Cannot parse config file .*RecursionError"),
+        "deep2.json": ('{"x": ' + "[" * 40 + "]" * 40 + "}", "nesting deeper than 16 levels"),
+        "big.yaml": ("seed: 1\n" + "#" * MAX_CONFIG_BYTES, r"at most 1,048,576 bytes"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        start = time.monotonic()
+        with pytest.raises(ConfigError, match=message):
+            load_config(str(path))
+        assert time.monotonic() - start < 5, name
+
+
+def test_override_values_with_aliases_stay_literal_strings():
+    config = load_config(overrides=["out_dir=&a [*a]"])
+    assert config.out_dir == "&a [*a]"

@@ -284,6 +284,40 @@ def list_example_configs() -> list[str]:
     return sorted(os.path.splitext(n)[0] for n in os.listdir(EXAMPLES_DIR) if n.endswith(".yaml"))
 
 
+# Real configs are a few hundred bytes and four levels deep; these bounds stop a small file
+# from expanding into gigabytes (YAML aliases: "billion laughs") or recursing without end.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_DEPTH = 16
+
+
+def _safe_yaml(text: str, where: str) -> Any:
+    """`yaml.safe_load` that refuses aliases and deep nesting before building anything."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(f"YAML aliases (*{event.anchor}) are not accepted in configs: write the value out. "
+                              f"Received: config={where!r}")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"Config nesting deeper than {MAX_CONFIG_DEPTH} levels. Received: config={where!r}")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return yaml.safe_load(text)
+
+
+def _check_depth(value: Any, where: str) -> None:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"Config nesting deeper than {MAX_CONFIG_DEPTH} levels. Received: config={where!r}")
+            stack += [(child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)]
+
+
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Loads defaults, then a YAML/TOML/JSON file, then `key=value` overrides.
 
@@ -315,11 +349,14 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
                 f"Config file not found (shipped examples: {list_example_configs()}). {received('config', path)}"
             )
         ext = os.path.splitext(path)[1].lower()
+        if os.path.getsize(path) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"Config files are at most {MAX_CONFIG_BYTES:,} bytes; this one has "
+                              f"{os.path.getsize(path):,}. {received('config', path)}")
         with open(path, "rb") as f:
             raw = f.read()
         try:
             if ext in (".yaml", ".yml"):
-                values = yaml.safe_load(raw) or {}
+                values = _safe_yaml(raw.decode("utf-8"), path) or {}
             elif ext == ".toml":
                 values = tomllib.loads(raw.decode("utf-8"))
             elif ext == ".json":
@@ -328,16 +365,19 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
                 raise ConfigError(
                     f"Config files must end in .yaml, .yml, .toml or .json. {received('config', path)}"
                 )
-        except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"Cannot parse config file {path}: {err}") from None
+        except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError,
+                RecursionError) as err:
+            raise ConfigError(f"Cannot parse config file {path}: {type(err).__name__}: {err}") from None
+        _check_depth(values, path)
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"Overrides look like key=value, e.g. train.epochs=3. {received('override', item)}")
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
+            value = _safe_yaml(text, item)
+        except (yaml.YAMLError, RecursionError, ConfigError):
+            value = text  # not YAML we accept: the literal string (validation then names the key)
+        _check_depth(value, item)
         node = values
         *parents, leaf = key.strip().split(".")
         for part in parents:
