@@ -1,4 +1,4 @@
-"""Atomic writes: an artifact is either absent or complete, never half-written."""
+"""Atomic writes (an artifact is either absent or complete, never half-written) and run-folder ownership."""
 
 from __future__ import annotations
 
@@ -87,13 +87,73 @@ def safe_join(root: str | os.PathLike, name: str) -> str:
     return os.path.join(os.fspath(root), name)
 
 
+# The folders a run writes into; only these (and the run folder's own top level) are swept.
+RUN_SUBFOLDERS = ("models", "tflite", "plots", "stages", "work")
+RUN_MARKER = ".tfimgopt-run"
+_LOCK = ".tfimgopt.lock"
+
+
 def remove_stale_temporaries(root: str | os.PathLike) -> int:
-    """Deletes `.name.tmp-*` leftovers of writes killed mid-way (e.g. SIGKILL); returns the count."""
+    """Deletes `.name.tmp-*` leftovers of writes killed mid-way (e.g. SIGKILL); returns the count.
+
+    Only the run folder's top level and its own subfolders are looked at, never a user's files elsewhere.
+    """
     removed = 0
-    for folder, dirs, files in os.walk(root):
-        for name in [*files, *dirs]:
-            if name.startswith(".") and ".tmp-" in name:
-                path = os.path.join(folder, name)
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
-                removed += 1
+    places = [(str(root), False)] + [(os.path.join(root, sub), True) for sub in RUN_SUBFOLDERS]
+    for top, recursive in places:
+        if not os.path.isdir(top) or os.path.islink(top):
+            continue
+        walk = os.walk(top) if recursive else [(top, [], os.listdir(top))]
+        for folder, dirs, files in walk:
+            for name in [*files, *dirs]:
+                if name.startswith(".") and ".tmp-" in name:
+                    path = os.path.join(folder, name)
+                    shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+                    removed += 1
     return removed
+
+
+@contextlib.contextmanager
+def claim_run_folder(out: str | os.PathLike) -> Iterator[None]:
+    """Opens a run folder for one run: refuses a file, a foreign non-empty folder, or a folder in use.
+
+    A folder is ours when it holds the marker file (or, from runs before the marker, both
+    `config.json` and `stages/`). An OS lock (`flock`) on `.tfimgopt.lock` is held for the whole
+    run; it is released by the OS even when the process is killed.
+
+    Raises:
+        ConfigError: naming the folder, and for a folder in use the process holding it.
+    """
+    import fcntl
+    import socket
+    import time
+
+    from tfimgopt.errors import ConfigError, received
+
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"The run folder must be a folder; this path is a file. {received('out_dir', out)}")
+    os.makedirs(out, exist_ok=True)
+    marker = os.path.join(out, RUN_MARKER)
+    ours = os.path.isfile(marker) or (os.path.isfile(os.path.join(out, "config.json"))
+                                      and os.path.isdir(os.path.join(out, "stages")))
+    if not ours and os.listdir(out):
+        raise ConfigError(
+            "The run folder is not empty and was not made by tfimgopt, so nothing in it is touched: choose a new "
+            f"or empty folder (--out). {received('out_dir', out)}")
+    fd = os.open(os.path.join(out, _LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            raise ConfigError(f"The run folder is in use by {holder}: wait for that run to end, or use another "
+                              f"--out. {received('out_dir', out)}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                  .encode(), 0)
+        if not os.path.isfile(marker):
+            write_text(marker, "A tfimgopt run folder (tfimgopt run --out).\n")
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -262,3 +262,42 @@ def test_models_at_chance_are_loud_and_never_selected(tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "> **WARNING**" in md and "AT CHANCE LEVEL" in md and "Selected for `size`: **nothing**" in md
     assert f"{chance['test_images']} test images, so one image = {chance['resolution_points']:.2f} points" in md
+
+
+def test_out_at_a_foreign_folder_or_a_file_touches_nothing(tmp_path):
+    foreign = tmp_path / "mine"
+    (foreign / "sub").mkdir(parents=True)
+    files = {"notes.txt": "keep", ".draft.tmp-1": "keep too", "sub/.x.tmp-2": "and this", "config.json": "{}"}
+    for name, text in files.items():
+        (foreign / name).write_text(text)
+    before = sorted(p.relative_to(foreign).as_posix() for p in foreign.rglob("*"))
+    with pytest.raises(ConfigError, match="not empty and was not made by tfimgopt"):
+        run(load_config(overrides=[*TINY, f"out_dir={json.dumps(str(foreign))}"]), log=lambda _: None)
+    assert sorted(p.relative_to(foreign).as_posix() for p in foreign.rglob("*")) == before
+    assert all((foreign / name).read_text() == text for name, text in files.items())
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match="must be a folder; this path is a file"):
+        run(load_config(overrides=[*TINY, f"out_dir={json.dumps(str(a_file))}"]), log=lambda _: None)
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_one_refuses_and_the_folder_verifies(tmp_path):
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-c", RUNNER, str(out), *TINY]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in first.stdout:
+        if line.startswith("== stage baseline"):  # the first run holds the folder now
+            break
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"in use by pid {first.pid} on .* since"):
+        run(load_config(overrides=[*TINY, f"out_dir={json.dumps(str(out))}"]), log=lambda _: None)
+    assert time.monotonic() - started < 10  # refuses at once, does not wait
+    first.stdout.read()
+    assert first.wait(timeout=600) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert verify_run(str(out))["tflite_rerun"] == len(report["variants"])
+    history = (out / "work" / "baseline" / "history.csv").read_text().splitlines()
+    assert sum(line.startswith("epoch") for line in history) == 1  # one run wrote it

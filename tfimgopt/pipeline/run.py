@@ -542,16 +542,24 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     Returns:
         The report (also written to `out_dir/report.json` and `report.md`).
 
+    Raises:
+        ConfigError: for a bad config, an `out_dir` that is a file or a non-empty folder not
+            made by tfimgopt, or a run folder another run holds (an OS lock, held for the run).
+
     Example:
         >>> from tfimgopt.pipeline import load_config, run
         >>> # a whole job (minutes), so the doctest run skips it
         >>> report = run(load_config(overrides=["train.epochs=1"]))  # doctest: +SKIP
     """
+    config.validate()
+    with _io.claim_run_folder(config.out_dir):
+        return _run(config, log)
+
+
+def _run(config: RunConfig, log: Callable[[str], None]) -> dict[str, Any]:
     from tfimgopt.distribute import create_strategy, set_precision, strategy_kind
 
-    config.validate()
     out = config.out_dir
-    os.makedirs(out, exist_ok=True)
     stale = _io.remove_stale_temporaries(out)
     if stale:
         log(f"removed {stale} half-written temporary file(s) left by an interrupted run")
