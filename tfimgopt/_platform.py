@@ -42,6 +42,9 @@ SUPPORTED_TF = ("2.20", "2.21")
 LIBTPU_RANGES = {"2.20": ("0.0.14", "0.0.32")}
 LIBTPU_TF_INDEX = "https://storage.googleapis.com/libtpu-tf-releases/index.html"
 
+# Values of TF_USE_LEGACY_KERAS that ask TensorFlow for Keras 2 (what TFMOT needs).
+LEGACY_KERAS_VALUES = ("1", "true", "True")
+
 # Environment variables through which runtimes announce a TPU.
 TPU_ENV_VARS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ADDRESS", "KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS")
 
@@ -165,7 +168,7 @@ def find_problems(
             "TensorFlow minor version.",
             f"pip install 'tf-keras~={minor(tf_ver)}.0'",
         ))
-    if legacy and legacy not in ("1", "true", "True"):
+    if legacy and legacy not in LEGACY_KERAS_VALUES:
         found.append(Finding(
             f"TF_USE_LEGACY_KERAS={legacy!r} asks TensorFlow for Keras 3, but TFMOT needs Keras 2 (tf_keras).",
             "unset TF_USE_LEGACY_KERAS (tfimgopt sets it to 1) or set it to 1 before TensorFlow is imported.",
@@ -217,7 +220,8 @@ def prepare_environment() -> None:
 
 
 def check_before_tensorflow_import() -> list[Finding]:
-    """Runs in `compat` just before `import tensorflow`.
+    """Runs in `compat` just before `import tensorflow` (after `prepare_environment`, which
+    `import tfimgopt` ran).
 
     Returns:
         The non-fatal findings about the TensorFlow stack (compat warns about them once).
@@ -225,7 +229,6 @@ def check_before_tensorflow_import() -> list[Finding]:
     Raises:
         EnvironmentProblem: for a combination with which `import tensorflow` would abort.
     """
-    prepare_environment()
     versions = installed_versions(("tensorflow", "tensorflow-tpu", "tf-keras", "libtpu"))
     visible = bool(tpu_hints())
     if os.environ.get("TPU_LOAD_LIBRARY") == "0":

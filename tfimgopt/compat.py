@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 import warnings
 
-from tfimgopt._platform import check_before_tensorflow_import
+from tfimgopt._platform import LEGACY_KERAS_VALUES, check_before_tensorflow_import
 from tfimgopt.errors import KerasVersionError
 
 _ENV_VAR = "TF_USE_LEGACY_KERAS"
-_TRUE_VALUES = ("1", "true", "True")
 
 _FIX = (
     "Set the environment variable TF_USE_LEGACY_KERAS=1 before TensorFlow is imported "
@@ -25,7 +24,7 @@ _FIX = (
 
 def _ensure_legacy_keras() -> None:
     value = os.environ.get(_ENV_VAR)
-    if value and value not in _TRUE_VALUES:
+    if value and value not in LEGACY_KERAS_VALUES:
         raise KerasVersionError(
             f"tfimgopt needs Keras 2 (tf_keras) because tensorflow-model-optimization "
             f"does not support Keras 3, but the environment asks TensorFlow for Keras 3. "

@@ -302,10 +302,14 @@ def _safe_yaml(text: str, where: str) -> Any:
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_CONFIG_DEPTH:
-                raise ConfigError(f"Config nesting deeper than {MAX_CONFIG_DEPTH} levels. Received: config={where!r}")
+                raise _too_deep(where)
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
     return yaml.safe_load(text)
+
+
+def _too_deep(where: str) -> ConfigError:
+    return ConfigError(f"Config nesting deeper than {MAX_CONFIG_DEPTH} levels. Received: config={where!r}")
 
 
 def _check_depth(value: Any, where: str) -> None:
@@ -314,7 +318,7 @@ def _check_depth(value: Any, where: str) -> None:
         node, depth = stack.pop()
         if isinstance(node, dict | list):
             if depth > MAX_CONFIG_DEPTH:
-                raise ConfigError(f"Config nesting deeper than {MAX_CONFIG_DEPTH} levels. Received: config={where!r}")
+                raise _too_deep(where)
             stack += [(child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)]
 
 
@@ -349,9 +353,10 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
                 f"Config file not found (shipped examples: {list_example_configs()}). {received('config', path)}"
             )
         ext = os.path.splitext(path)[1].lower()
-        if os.path.getsize(path) > MAX_CONFIG_BYTES:
+        size = os.path.getsize(path)
+        if size > MAX_CONFIG_BYTES:
             raise ConfigError(f"Config files are at most {MAX_CONFIG_BYTES:,} bytes; this one has "
-                              f"{os.path.getsize(path):,}. {received('config', path)}")
+                              f"{size:,}. {received('config', path)}")
         with open(path, "rb") as f:
             raw = f.read()
         try:
