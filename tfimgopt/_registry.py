@@ -72,5 +72,9 @@ class Registry(Generic[T]):
             names = [n for n in names if not fnmatch.fnmatch(n, pattern)]
         return names
 
+    def entries(self) -> list[T]:
+        """Every entry, in registration order."""
+        return list(self._entries.values())
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries

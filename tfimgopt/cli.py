@@ -12,31 +12,77 @@ import sys
 from collections.abc import Sequence
 
 
-def _add_data_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--source", help="digits | tfds:<name> | a folder of class subfolders")
-    g.add_argument("--image-size", type=int, help="square image size in pixels (default 32)")
-    g.add_argument("--batch-size", type=int, help="global batch size (default 64)")
-    g.add_argument("--data-dir", help="TFDS data directory (e.g. gs://bucket/tfds)")
-    g.add_argument("--download", action="store_true", default=None,
-                   help="let TFDS download the dataset (needs network access)")
+class _Choices:
+    """A registry's names, read on first use: building the parser must not import TensorFlow
+    (`tfimgopt --help` answers at once); `tfimgopt run --help` and a bad value read them."""
+
+    def __init__(self, lister):
+        self._lister = lister
+        self._names = None
+
+    def _get(self):
+        if self._names is None:
+            self._names = list(self._lister())
+        return self._names
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __contains__(self, value):
+        return value in self._get()
 
 
-def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training")
-    g.add_argument("--model", help="model name from the zoo (default small_cnn)")
-    g.add_argument("--epochs", type=int, help="training epochs")
-    g.add_argument("--learning-rate", type=float, help="learning rate")
-    g.add_argument("--seed", type=int, help="seed for splits, shuffling and weights")
-    g.add_argument("--strategy", help="auto | tpu | mirrored | multi_worker | one_device | default")
-    g.add_argument("--augment", help="augmentation policy or layer name, auto or none")
+def _config_settings():
+    """`(dotted key, field, type)` of every setting of `RunConfig`, from its dataclasses."""
+    import dataclasses
+    import typing
+
+    from tfimgopt.pipeline.config import RunConfig
+
+    def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[field.name]):
+                yield from walk(hints[field.name], f"{prefix}{field.name}.")
+            else:
+                yield f"{prefix}{field.name}", field, hints[field.name]
+
+    return list(walk(RunConfig, ""))
 
 
-def _add_unlabelled_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("unlabelled images (distillation transfer set)")
-    g.add_argument("--unlabelled-fraction", type=float,
-                   help="drop the labels of this share of the training split (an experiment)")
-    g.add_argument("--unlabelled-folder", help="a folder of extra images without labels")
+def _scalar_type(annotation):
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    return args[0] if len(args) == 1 and args[0] in (int, float, str, bool) else None
+
+
+def _add_config_flags(p: argparse.ArgumentParser, command: str) -> None:
+    """The flags `command` takes, with help, defaults and choices from the config's field metadata."""
+    import dataclasses
+
+    from tfimgopt.pipeline.config import CHOICES
+
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for key, field, annotation in _config_settings():
+        flag = field.metadata.get("flags", {}).get(command)
+        kind = _scalar_type(annotation)
+        if flag is None or kind is None:
+            continue
+        section = key.split(".")[0] if "." in key else "run"
+        group = groups.setdefault(section, p.add_argument_group(f"{section} settings"))
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        help_text = field.metadata["help"].replace("%", "%%") + f" ({key}; default {default})"
+        extra = {}
+        if kind is bool:
+            extra["action"] = argparse.BooleanOptionalAction
+        else:
+            extra["type"] = kind
+            extra["metavar"] = flag.replace("-", "_").upper()
+        if field.metadata.get("choices"):
+            extra["choices"] = _Choices(CHOICES[field.metadata["choices"]])
+            help_text += "; one of: %(choices)s"
+        group.add_argument(f"--{flag}", dest=f"config:{key}", default=None, help=help_text, **extra)
 
 
 def _add_unsafe_flag(p: argparse.ArgumentParser) -> None:
@@ -47,42 +93,11 @@ def _add_unsafe_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-_FLAG_KEYS = {
-    "source": "data.source",
-    "image_size": "data.image_size",
-    "batch_size": "data.batch_size",
-    "data_dir": "data.data_dir",
-    "download": "data.download",
-    "model": "train.model",
-    "epochs": "train.epochs",
-    "learning_rate": "train.learning_rate",
-    "seed": "seed",
-    "out": "out_dir",
-    "strategy": "train.strategy",
-    "augment": "train.augment",
-    "unlabelled_fraction": "data.unlabelled_fraction",
-    "unlabelled_folder": "data.unlabelled_folder",
-    "optimize_for": "export.optimize_for",
-    "max_accuracy_drop": "export.max_accuracy_drop",
-    "student": "distill.student",
-    "alpha": "distill.alpha",
-    "temperature": "distill.temperature",
-    "tune": "distill.tune",
-    "distill_epochs": "distill.epochs",
-    "sparsity": "compress.target_sparsity",
-    "prune_epochs": "compress.epochs",
-    "qat_epochs": "compress.qat_epochs",
-}
-
-
 def _config_from_args(args: argparse.Namespace):
     from tfimgopt.pipeline import load_config
 
-    overrides = [
-        f"{key}={json.dumps(getattr(args, flag))}"
-        for flag, key in _FLAG_KEYS.items()
-        if getattr(args, flag, None) is not None
-    ]
+    overrides = [f"{dest[len('config:'):]}={json.dumps(value)}" for dest, value in vars(args).items()
+                 if dest.startswith("config:") and value is not None]
     return load_config(getattr(args, "config", None), overrides + list(args.set or []))
 
 
@@ -194,17 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="the main job: train, distill, prune, quantize, export, evaluate, report")
-    p.add_argument("config", nargs="?", help="YAML/TOML/JSON config file (default: offline digits)")
-    p.add_argument("--out", help="run folder (rerun with the same folder to resume)")
+    p.add_argument("config", nargs="?",
+                   help="YAML/TOML/JSON config file or a shipped example (default: offline digits)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
-    p.add_argument("--optimize-for", choices=("size", "latency", "accuracy"),
-                   help="which measured variant to select (default size)")
-    p.add_argument("--max-accuracy-drop", type=float,
-                   help="largest accepted accuracy loss in percentage points (default 1.0)")
-    _add_data_flags(p)
-    _add_train_flags(p)
-    _add_unlabelled_flags(p)
+                   help="override any config value, e.g. --set train.epochs=3 (repeatable)")
+    _add_config_flags(p, "run")
     p.set_defaults(fn=_cmd_run)
 
     p = sub.add_parser("train", help="train one classifier on a source and save it")
@@ -212,8 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="backups for resuming (default: next to --output)")
     p.add_argument("--config", help="YAML/TOML/JSON config file")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
-    _add_data_flags(p)
-    _add_train_flags(p)
+    _add_config_flags(p, "train")
     p.set_defaults(fn=_cmd_train)
 
     p = sub.add_parser("augment-preview", help="draw a PNG grid of what an augmentation policy does")
@@ -236,8 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--output", "-o", required=True, help=output)
         p.add_argument("--config", help="YAML/TOML/JSON config file (data and step settings)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
-        _add_data_flags(p)
-        p.add_argument("--seed", type=int, help="seed for splits, shuffling and weights")
+        _add_config_flags(p, name)
         _add_unsafe_flag(p)
         p.set_defaults(fn=fn)
         return p
@@ -245,22 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = step("distill", "distil a teacher model file into a small student", _cmd_distill, model_arg=False,
              output="where to save the student (.keras)")
     p.add_argument("--teacher", required=True, help="the trained teacher (.keras)")
-    p.add_argument("--student", help="student model name (default tiny_cnn)")
-    p.add_argument("--alpha", type=float, help="weight of the hard-label loss in [0, 1]")
-    p.add_argument("--temperature", type=float, help="softening temperature > 0")
-    p.add_argument("--epochs", dest="distill_epochs", type=int, help="distillation epochs")
-    p.add_argument("--tune", action="store_true", default=None, help="choose alpha and temperature on val data")
-    _add_unlabelled_flags(p)
-    p = step("prune", "prune a model file (magnitude pruning, fine-tune, strip)", _cmd_prune,
-             output="where to save the pruned model (.keras)")
-    p.add_argument("--sparsity", type=float, help="target fraction of zero weights (default 0.5)")
-    p.add_argument("--epochs", dest="prune_epochs", type=int, help="fine-tuning epochs")
-    p = step("quantize", "quantization-aware fine-tuning, then int8 TFLite export", _cmd_quantize,
-             output="where to write the int8 model (.tflite)")
-    p.add_argument("--epochs", dest="qat_epochs", type=int, help="QAT epochs (default 1)")
-    p = step("export", "export a model file to TFLite, verified in LiteRT", _cmd_export,
+    step("prune", "prune a model file (magnitude pruning, fine-tune, strip)", _cmd_prune,
+         output="where to save the pruned model (.keras)")
+    step("quantize", "quantization-aware fine-tuning, then int8 TFLite export", _cmd_quantize,
+         output="where to write the int8 model (.tflite)")
+    p = step("export", "export a model file (TFLite by default), verified in LiteRT", _cmd_export,
              output="where to write the model (.tflite)")
-    p.add_argument("--mode", default="float32", help="float32 | dynamic | float16 | int8 (default float32)")
+    from tfimgopt.pipeline.config import CHOICES
+
+    p.add_argument("--mode", default="float32", choices=_Choices(CHOICES["exporters"]), metavar="MODE",
+                   help="exporter (default float32); one of: %(choices)s")
     step("evaluate", "accuracy of a .keras model, or accuracy/latency/size of a .tflite model", _cmd_evaluate)
 
     p = sub.add_parser("doctor", help="versions, devices, the strategy and precision `auto` picks, known-bad installs")

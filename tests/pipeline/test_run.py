@@ -82,7 +82,7 @@ def test_verify_catches_a_flipped_byte_and_a_missing_file(finished_run, tmp_path
 def test_selection_and_pareto_front():
     rows = [
         {"variant": "base", "accuracy": 0.95, "size_bytes": 1000, "latency_ms_median": 1.0, "size_ratio": 1,
-         "latency_ratio": 1},
+         "latency_ratio": 1, "reference": True},
         {"variant": "small", "accuracy": 0.945, "size_bytes": 300, "latency_ms_median": 0.5, "size_ratio": 3.3,
          "latency_ratio": 0.5},
         {"variant": "tiny", "accuracy": 0.90, "size_bytes": 50, "latency_ms_median": 0.1, "size_ratio": 20,
@@ -161,21 +161,35 @@ def test_repeated_sigkills_at_random_points_still_end_in_a_verifiable_run(tmp_pa
     assert not leftovers, leftovers  # no half-written artifact survives
 
 
-def test_changed_config_on_resume_is_warned(finished_run):
-    out, _ = finished_run
+def test_a_changed_setting_redoes_its_stage_and_every_later_one_only(finished_run, tmp_path):
+    import shutil
+
+    out, before = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
     lines = []
-    run(load_config(overrides=[*TINY, f"out_dir={json.dumps(str(out))}", "distill.epochs=5",
-                               "export.optimize_for=accuracy"]), log=lines.append)
-    warning = [line for line in lines if line.startswith("warning:")]
-    assert len(warning) == 1 and "distill.epochs" in warning[0] and "optimize_for" not in warning[0]
-    assert any("stage distill: already done" in line for line in lines)
+    report = run(load_config(overrides=[*TINY, f"out_dir={json.dumps(str(copy))}", "distill.epochs=3",
+                                        "export.optimize_for=accuracy"]), log=lines.append)
+    stages = [line for line in lines if line.startswith("== stage")]
+    assert any("stage baseline: already done, skipped" in line for line in stages)
+    assert any("stage distill: redoing it, changed since its record: distill.epochs" in line for line in stages)
+    for stage in ("prune", "qat", "export", "evaluate"):
+        assert any(f"stage {stage}: redoing it" in line and "distill" in line for line in stages), stage
+    assert report["config"]["distill"]["epochs"] == 3 and report["selection"]["optimize_for"] == "accuracy"
+    assert report["baseline"] == before["baseline"]
+    assert json.loads((copy / "stages" / "distill.json").read_text())["inputs"]["distill"]["epochs"] == 3
+    # Selection-only settings redo nothing; a changed image in the data folder would (see test_stages.py).
+    lines.clear()
+    run(load_config(overrides=[*TINY, f"out_dir={json.dumps(str(copy))}", "distill.epochs=3",
+                               "export.max_accuracy_drop=5"]), log=lines.append)
+    assert sum("already done, skipped" in line for line in lines) == 6
 
 
 def test_selection_uses_the_float32_baseline_whatever_the_mode_order_and_never_picks_chance():
     row = {"size_ratio": 1, "latency_ratio": 1, "latency_ms_median": 1.0}
     rows = [  # export.modes: [int8, float32] puts baseline_int8 first
         {**row, "variant": "baseline_int8", "accuracy": 0.80, "size_bytes": 300},
-        {**row, "variant": "baseline_float32", "accuracy": 0.90, "size_bytes": 1000},
+        {**row, "variant": "baseline_float32", "accuracy": 0.90, "size_bytes": 1000, "reference": True},
         {**row, "variant": "student_int8", "accuracy": 0.895, "size_bytes": 50},
     ]
     chosen = select_variant(rows, "size", 1.0)
@@ -197,10 +211,10 @@ def test_a_student_not_smaller_than_its_teacher_is_refused_before_training(tmp_p
         run(load_config(overrides=overrides), log=lambda _: None)
     assert not (tmp_path / "stages" / "baseline.json").exists()  # refused before the baseline trained
     from tfimgopt.data import load_dataset
-    from tfimgopt.pipeline.run import _check_student_smaller
+    from tfimgopt.pipeline.stages.distill import check_student_smaller
 
     config = load_config(overrides=[*overrides, "distill.allow_larger_student=true"])
-    _check_student_smaller(config, load_dataset("digits", image_size=8).info)  # the override lets it through
+    check_student_smaller(config, load_dataset("digits", image_size=8).info)  # the override lets it through
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ conversion, and policies (RandAugment, AugMix, MixUp, CutMix) choose per image w
 Python loops.  See `create_augmentation` and `list_augmentations`.
 """
 
-from tfimgopt.augment._base import FILL_MODES, INTERPOLATIONS, AugmentationLayer
+from tfimgopt.augment._base import FILL_MODES, INTERPOLATIONS, AugmentationLayer, register_op, register_policy
 from tfimgopt.augment.color import (
     RandomBrightness,
     RandomContrast,
@@ -15,7 +15,6 @@ from tfimgopt.augment.color import (
 )
 from tfimgopt.augment.compose import (
     PLACEMENTS,
-    POLICIES,
     Augmentation,
     augmented_model,
     create_augmentation,
@@ -38,7 +37,6 @@ __all__ = [
     "FILL_MODES",
     "INTERPOLATIONS",
     "PLACEMENTS",
-    "POLICIES",
     "AugMix",
     "Augmentation",
     "AugmentationLayer",
@@ -60,6 +58,8 @@ __all__ = [
     "create_augmentation",
     "list_augmentations",
     "preview_grid",
+    "register_op",
+    "register_policy",
     "resolve_placement",
     "split_augmentation",
 ]

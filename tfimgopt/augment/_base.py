@@ -12,10 +12,48 @@ import math
 import numbers
 import os
 
+from tfimgopt._registry import Registry
 from tfimgopt.compat import keras, tf
 from tfimgopt.errors import ConfigError, received
 
 INTERPOLATIONS = ("nearest", "bilinear")
+
+OPS: Registry[type] = Registry("augmentation op")
+POLICIES: Registry[list] = Registry("augmentation policy")
+
+
+def register_op(name: str):
+    """Class decorator: makes an `AugmentationLayer` an op of specs and configs under `name`.
+
+    The class is also registered as Keras-serializable (package "tfimgopt"), so models
+    holding it save and load. A name registered already raises `ConfigError`.
+
+    Example:
+        >>> from tfimgopt.augment import AugmentationLayer, create_augmentation, register_op
+        >>> @register_op("invert")
+        ... class Invert(AugmentationLayer):
+        ...     def augment(self, images, seed):
+        ...         low, high = self.value_range
+        ...         return high + low - images
+        >>> create_augmentation(["invert"]).steps[0].__class__.__name__
+        'Invert'
+    """
+
+    def add(cls: type) -> type:
+        OPS.register(name, cls)
+        return keras.utils.register_keras_serializable(package="tfimgopt")(cls)
+
+    return add
+
+
+def register_policy(name: str, spec: list) -> list:
+    """Registers a named policy: a spec list of op names or `{"op": name, **parameters}`.
+
+    A name registered already raises `ConfigError`; the ops are checked when the policy is built.
+    """
+    if not isinstance(spec, list):
+        raise ConfigError(f"A policy is a list of ops. {received('spec', spec)}")
+    return POLICIES.register(name, spec)
 FILL_MODES = ("constant", "reflect", "wrap", "nearest")
 
 

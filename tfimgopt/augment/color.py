@@ -17,10 +17,11 @@ from tfimgopt.augment._base import (
     check_range,
     compiled,
     from_float,
+    register_op,
     to_float,
     uniform,
 )
-from tfimgopt.compat import keras, tf
+from tfimgopt.compat import tf
 from tfimgopt.errors import ConfigError
 
 # ITU-R BT.601 luma, the weights `tf.image.rgb_to_grayscale` uses.
@@ -76,7 +77,7 @@ def grayscale(images: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(images * tf.constant(LUMA, images.dtype), axis=-1, keepdims=True)
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("random_brightness")
 class RandomBrightness(ColorLayer):
     """Adds a random offset to every pixel (Keras `RandomBrightness` semantics).
 
@@ -123,7 +124,7 @@ class _ScaleLayer(ColorLayer):
         return {**super().get_config(), "factor": self.factor}
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("random_contrast")
 class RandomContrast(_ScaleLayer):
     """Scales each channel's deviation from its mean by a random factor.
 
@@ -139,7 +140,7 @@ class RandomContrast(_ScaleLayer):
         return (images - mean) * scale + mean
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("random_saturation")
 class RandomSaturation(_ScaleLayer):
     """Blends each image with its grayscale version by a random factor (0 = gray).
 
@@ -156,7 +157,7 @@ class RandomSaturation(_ScaleLayer):
         return gray + (images - gray) * self.scales(images, seed)
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("random_hue")
 class RandomHue(ColorLayer):
     """Rotates each image's hue by a random angle (a rotation in YIQ colour space).
 
@@ -186,7 +187,7 @@ class RandomHue(ColorLayer):
         return {**super().get_config(), "factor": list(self.factor)}
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("random_grayscale")
 class RandomGrayscale(ColorLayer):
     """Replaces an image by its luma (kept as 3 channels) with probability `rate`.
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import inspect
 
-from tfimgopt.augment import color, geometric, policies
+from tfimgopt.augment import color, geometric, policies  # noqa: F401  (importing them registers their ops)
 from tfimgopt.augment._base import (
+    OPS,
+    POLICIES,
     AugmentationLayer,
     check_images,
     check_seed,
     check_value_range,
     fold,
+    register_policy,
     warp,
 )
 from tfimgopt.augment.color import color_run
@@ -154,28 +157,10 @@ def _fused_warp(images, layers, seeds):
 
 # --- the factory ----------------------------------------------------------------------
 
-LAYERS = {
-    "random_flip": geometric.RandomFlip,
-    "random_rotation": geometric.RandomRotation,
-    "random_translation": geometric.RandomTranslation,
-    "random_zoom": geometric.RandomZoom,
-    "random_crop": geometric.RandomCrop,
-    "random_resized_crop": geometric.RandomResizedCrop,
-    "random_brightness": color.RandomBrightness,
-    "random_contrast": color.RandomContrast,
-    "random_saturation": color.RandomSaturation,
-    "random_hue": color.RandomHue,
-    "random_grayscale": color.RandomGrayscale,
-    "randaugment": policies.RandAugment,
-    "augmix": policies.AugMix,
-    "mixup": policies.MixUp,
-    "cutmix": policies.CutMix,
-}
-
 # Named policies: specs of layers.  "default" is the classic recipe (rotate, flip,
 # translate, crop, colour); "digits" leaves out the flip, which turns a 2 into a
 # different symbol.
-POLICIES = {
+for _name, _spec in {
     "none": [],
     "flip": [{"op": "random_flip", "mode": "horizontal"}],
     "light": [
@@ -199,7 +184,8 @@ POLICIES = {
     "augmix": [{"op": "random_flip", "mode": "horizontal"}, {"op": "augmix"}],
     "mixup": [{"op": "random_flip", "mode": "horizontal"}, {"op": "mixup"}],
     "cutmix": [{"op": "random_flip", "mode": "horizontal"}, {"op": "cutmix"}],
-}
+}.items():
+    register_policy(_name, _spec)
 
 # Geometric options a policy-level call may set on all its geometric layers.
 _SAMPLING_KEYS = ("interpolation", "fill_mode", "fill_value")
@@ -207,7 +193,7 @@ _SAMPLING_KEYS = ("interpolation", "fill_mode", "fill_value")
 
 def list_augmentations() -> dict[str, list[str]]:
     """Names accepted by `create_augmentation`: `{"policies": [...], "layers": [...]}`."""
-    return {"policies": sorted(POLICIES), "layers": sorted(LAYERS)}
+    return {"policies": POLICIES.names(), "layers": OPS.names()}
 
 
 def create_augmentation(spec="default", *, seed: int | None = None, value_range=(0, 255),
@@ -245,8 +231,8 @@ def create_augmentation(spec="default", *, seed: int | None = None, value_range=
         return Augmentation([spec], seed=seed)
     if isinstance(spec, str):
         if spec in POLICIES:
-            items = POLICIES[spec]
-        elif spec in LAYERS:
+            items = POLICIES.get(spec)
+        elif spec in OPS:
             items = [spec]
         else:
             raise ConfigError(_unknown_name(spec))
@@ -265,16 +251,16 @@ def create_augmentation(spec="default", *, seed: int | None = None, value_range=
 def _unknown_name(name):
     import difflib
 
-    names = sorted(POLICIES) + sorted(LAYERS)
+    names = POLICIES.names() + OPS.names()
     close = difflib.get_close_matches(str(name), names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"Unknown augmentation {name!r}.{hint} Policies: {sorted(POLICIES)}; layers: {sorted(LAYERS)}."
+    return f"Unknown augmentation {name!r}.{hint} Policies: {POLICIES.names()}; layers: {OPS.names()}."
 
 
 def _build_item(item, index, value_range, sampling):
     if isinstance(item, str):
-        if item in POLICIES and item not in LAYERS:  # inside a list, "mixup" means the layer
-            return [_build_item(sub, index, value_range, sampling)[0] for sub in POLICIES[item]]
+        if item in POLICIES and item not in OPS:  # inside a list, "mixup" means the layer
+            return [_build_item(sub, index, value_range, sampling)[0] for sub in POLICIES.get(item)]
         item = {"op": item}
     if not isinstance(item, dict) or not isinstance(item.get("op"), str):
         raise ConfigError(
@@ -283,9 +269,9 @@ def _build_item(item, index, value_range, sampling):
         )
     params = {k: v for k, v in item.items() if k != "op"}
     name = item["op"]
-    if name not in LAYERS:
+    if name not in OPS:
         raise ConfigError(_unknown_name(name))
-    cls = LAYERS[name]
+    cls = OPS.get(name)
     accepted = _parameters(cls)
     bad = [k for k in params if k not in accepted]
     if bad:

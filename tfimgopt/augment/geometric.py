@@ -21,11 +21,12 @@ from tfimgopt.augment._base import (
     check_choice,
     check_range,
     fold,
+    register_op,
     translation_matrix,
     uniform,
     warp,
 )
-from tfimgopt.compat import keras, tf
+from tfimgopt.compat import tf
 from tfimgopt.errors import ConfigError, received
 
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
@@ -88,7 +89,7 @@ class GeometricLayer(AugmentationLayer):
         return config
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("random_flip")
 class RandomFlip(GeometricLayer):
     """Flips each image horizontally and/or vertically with probability 1/2 per axis.
 
@@ -118,7 +119,7 @@ class RandomFlip(GeometricLayer):
         return {**super().get_config(), "mode": self.mode}
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("random_rotation")
 class RandomRotation(GeometricLayer):
     """Rotates each image by a random angle; positive angles turn counter-clockwise.
 
@@ -142,7 +143,7 @@ class RandomRotation(GeometricLayer):
         return {**super().get_config(), "factor": list(self.factor)}
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("random_translation")
 class RandomTranslation(GeometricLayer):
     """Shifts each image by a random fraction of its height and width.
 
@@ -168,7 +169,7 @@ class RandomTranslation(GeometricLayer):
                 "width_factor": list(self.width_factor)}
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("random_zoom")
 class RandomZoom(GeometricLayer):
     """Zooms each image about its centre (Keras `RandomZoom` semantics).
 
@@ -210,7 +211,7 @@ def _center_crop(images, height, width):
     return images[:, top : top + height, left : left + width, :]
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("random_crop")
 class RandomCrop(GeometricLayer):
     """Crops a random `height` x `width` window from each image (centre crop at inference).
 
@@ -253,7 +254,7 @@ class RandomCrop(GeometricLayer):
         return {**super().get_config(), "height": self.height, "width": self.width}
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("random_resized_crop")
 class RandomResizedCrop(GeometricLayer):
     """Inception-style crop: a random area and aspect ratio, resized to a fixed size.
 

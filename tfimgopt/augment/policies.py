@@ -21,6 +21,7 @@ from tfimgopt.augment._base import (
     check_range,
     fold,
     from_float,
+    register_op,
     to_float,
     translation_matrix,
     uniform,
@@ -28,7 +29,7 @@ from tfimgopt.augment._base import (
 )
 from tfimgopt.augment.color import grayscale
 from tfimgopt.augment.geometric import image_size
-from tfimgopt.compat import keras, tf
+from tfimgopt.compat import tf
 from tfimgopt.errors import ConfigError, received
 
 GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
@@ -201,7 +202,7 @@ def _check_alpha(value):
     return float(value)
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("randaugment")
 class RandAugment(AugmentationLayer):
     """RandAugment (Cubuk et al. 2020): `num_ops` random operations per image.
 
@@ -253,7 +254,7 @@ def _beta(seed, shape, alpha):
     return a / (a + b)
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("augmix")
 class AugMix(AugmentationLayer):
     """AugMix (Hendrycks et al. 2020): a Dirichlet mix of `width` random op chains,
     blended with the original by a Beta-distributed weight.
@@ -332,7 +333,7 @@ def _partner(seed, batch):
     return tf.argsort(tf.random.stateless_uniform([batch], seed))
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("mixup")
 class MixUp(LabelMixLayer):
     """MixUp (Zhang et al. 2018): convex blends of image pairs and of their labels.
 
@@ -357,7 +358,7 @@ class MixUp(LabelMixLayer):
         )
 
 
-@keras.utils.register_keras_serializable(package="tfimgopt")
+@register_op("cutmix")
 class CutMix(LabelMixLayer):
     """CutMix (Yun et al. 2019): pastes a random box from a partner image; the labels mix
     in proportion to the pasted area.

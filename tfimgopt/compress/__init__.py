@@ -1,4 +1,4 @@
-"""Compression through TFMOT: magnitude pruning and quantization-aware training."""
+"""Compression through TFMOT: magnitude pruning and quantization-aware training, as registered techniques."""
 
 from tfimgopt.compress.keras3 import from_keras3
 from tfimgopt.compress.prune import (
@@ -12,8 +12,20 @@ from tfimgopt.compress.prune import (
     strip,
 )
 from tfimgopt.compress.quantize import QuantizationError, quantize_and_finetune, quantize_aware
+from tfimgopt.compress.techniques import (
+    Technique,
+    TechniqueResult,
+    get_technique,
+    list_techniques,
+    register_technique,
+)
 
 __all__ = [
+    "Technique",
+    "TechniqueResult",
+    "get_technique",
+    "list_techniques",
+    "register_technique",
     "SCHEDULES",
     "Pruned",
     "QuantizationError",

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from tfimgopt._registry import Registry
 from tfimgopt.compat import tf
 from tfimgopt.errors import DataError, received
 
@@ -53,9 +54,54 @@ class Splits(NamedTuple):
     info: DatasetInfo
 
 
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A kind of data source `load_dataset` accepts.
+
+    Attributes:
+        name: Registry name.
+        form: What a user writes, for messages (`"tfds:<name>"`).
+        accepts: `fn(source) -> bool`; the first registered source that accepts wins.
+        load: `fn(source, size, channels, val_fraction, test_fraction, seed, data_dir,
+            try_gcs, download) -> Splits`.
+    """
+
+    name: str
+    form: str
+    accepts: Any
+    load: Any
+
+
+_SOURCES: Registry[Source] = Registry("data source")
+
+
+def register_source(source: Source) -> Source:
+    """Adds a kind of data source (checked after the ones registered before it).
+
+    Raises:
+        ConfigError: if the name is registered already.
+    """
+    return _SOURCES.register(source.name, source)
+
+
 def list_sources() -> list[str]:
-    """Names the kinds of source `load_dataset` accepts."""
-    return ["digits", "tfds:<name>", "<folder of class subfolders>", "(images, labels) arrays"]
+    """Names of the kinds of source `load_dataset` accepts.
+
+    Example:
+        >>> from tfimgopt.data import list_sources
+        >>> list_sources()
+        ['arrays', 'digits', 'folder', 'tfds']
+    """
+    return _SOURCES.names()
+
+
+def find_source(source: Any) -> Source | None:
+    """The registered kind of source that accepts `source`, or None."""
+    return next((s for s in _SOURCES.entries() if s.accepts(source)), None)
+
+
+def _forms() -> str:
+    return ", ".join(s.form for s in _SOURCES.entries())
 
 
 def load_dataset(
@@ -115,27 +161,14 @@ def load_dataset(
             f"Received: val_fraction={val_fraction}, test_fraction={test_fraction}"
         )
 
-    if isinstance(source, str):
-        if source == "digits":
-            return _load_digits(size, channels, val_fraction, test_fraction, seed)
-        if source.startswith("tfds:"):
-            return _load_tfds(
-                source[len("tfds:") :], size, channels, val_fraction, seed,
-                data_dir, try_gcs, download,
-            )
-        if os.path.isdir(source):
-            return _load_folder(source, size, channels, val_fraction, test_fraction, seed)
-        hint = "" if os.sep not in source else f" No folder exists at {source!r}."
-        raise DataError(
-            f"Unknown data source.{hint} Accepted: {', '.join(list_sources())}. "
-            f"{received('source', source)}"
-        )
-    if isinstance(source, Mapping) or (isinstance(source, tuple) and len(source) == 2):
-        return _load_arrays(source, size, channels, val_fraction, test_fraction, seed)
-    raise DataError(
-        f"Unknown data source type {type(source).__name__}. Accepted: "
-        f"{', '.join(list_sources())}. {received('source', source)}"
-    )
+    kind = find_source(source)
+    if kind is None:
+        if isinstance(source, str):
+            hint = "" if os.sep not in source else f" No folder exists at {source!r}."
+            raise DataError(f"Unknown data source.{hint} Accepted: {_forms()}. {received('source', source)}")
+        raise DataError(f"Unknown data source type {type(source).__name__}. Accepted: {_forms()}. "
+                        f"{received('source', source)}")
+    return kind.load(source, size, channels, val_fraction, test_fraction, seed, data_dir, try_gcs, download)
 
 
 def _check_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -484,3 +517,21 @@ def _load_tfds(name, size, channels, val_fraction, seed, data_dir, try_gcs, down
     )
     del seed  # TFDS splits are fixed by the dataset's authors.
     return Splits(*converted, info)
+
+
+def _is_arrays(source: Any) -> bool:
+    return isinstance(source, Mapping) or (isinstance(source, tuple) and len(source) == 2)
+
+
+for _source in (
+    Source("digits", "digits", lambda s: isinstance(s, str) and s == "digits",
+           lambda s, size, ch, val, test, seed, *_: _load_digits(size, ch, val, test, seed)),
+    Source("tfds", "tfds:<name>", lambda s: isinstance(s, str) and s.startswith("tfds:"),
+           lambda s, size, ch, val, test, seed, data_dir, try_gcs, download: _load_tfds(
+               s[len("tfds:"):], size, ch, val, seed, data_dir, try_gcs, download)),
+    Source("folder", "<folder of class subfolders>", lambda s: isinstance(s, str | os.PathLike) and os.path.isdir(s),
+           lambda s, size, ch, val, test, seed, *_: _load_folder(os.fspath(s), size, ch, val, test, seed)),
+    Source("arrays", "(images, labels) arrays", _is_arrays,
+           lambda s, size, ch, val, test, seed, *_: _load_arrays(s, size, ch, val, test, seed)),
+):
+    register_source(_source)

@@ -1,5 +1,6 @@
-"""TFLite export and measurement in the LiteRT interpreter."""
+"""Export (TFLite, by registered exporter) and measurement in the LiteRT interpreter."""
 
+from tfimgopt.export.exporters import Exporter, TFLiteExporter, get_exporter, list_exporters, register_exporter
 from tfimgopt.export.tflite import (
     FLOAT_TOLERANCE,
     INT8_MIN_AGREEMENT,
@@ -18,6 +19,11 @@ from tfimgopt.export.tflite import (
 )
 
 __all__ = [
+    "Exporter",
+    "TFLiteExporter",
+    "get_exporter",
+    "list_exporters",
+    "register_exporter",
     "FLOAT_TOLERANCE",
     "INT8_MIN_AGREEMENT",
     "MIN_AGREEMENT",

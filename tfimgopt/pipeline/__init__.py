@@ -1,4 +1,12 @@
-"""The end-to-end job: configuration, stages, report."""
+"""The end-to-end job: configuration, stages, variants, report.
+
+The config classes load without TensorFlow (the CLI builds its flags from them before any
+command runs); the other names load their modules on first use (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
 
 from tfimgopt.pipeline.config import (
     CompressConfig,
@@ -9,29 +17,61 @@ from tfimgopt.pipeline.config import (
     TrainConfig,
     load_config,
 )
-from tfimgopt.pipeline.run import (
-    PreparedData,
-    artifact_hashes,
-    load_model,
-    prepare_data,
-    run,
-    select_variant,
-    train_classifier,
-)
+
+_LAZY = {
+    "RunContext": "tfimgopt.pipeline.context",
+    "load_model": "tfimgopt.pipeline.context",
+    "PreparedData": "tfimgopt.pipeline.data",
+    "prepare_data": "tfimgopt.pipeline.data",
+    "artifact_hashes": "tfimgopt.pipeline.report",
+    "run": "tfimgopt.pipeline.run",
+    "Stage": "tfimgopt.pipeline.stages",
+    "get_stage": "tfimgopt.pipeline.stages",
+    "list_stages": "tfimgopt.pipeline.stages",
+    "register_stage": "tfimgopt.pipeline.stages",
+    "train_classifier": "tfimgopt.pipeline.stages.baseline",
+    "Variant": "tfimgopt.pipeline.variants",
+    "at_chance": "tfimgopt.pipeline.variants",
+    "chance_level": "tfimgopt.pipeline.variants",
+    "select_variant": "tfimgopt.pipeline.variants",
+    "verify_run": "tfimgopt.pipeline.verify",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tfimgopt.pipeline' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CompressConfig",
     "DataConfig",
     "DistillConfig",
     "ExportConfig",
-    "artifact_hashes",
-    "select_variant",
     "PreparedData",
     "RunConfig",
+    "RunContext",
+    "Stage",
     "TrainConfig",
+    "Variant",
+    "artifact_hashes",
+    "at_chance",
+    "chance_level",
+    "get_stage",
+    "list_stages",
     "load_config",
     "load_model",
     "prepare_data",
+    "register_stage",
     "run",
+    "select_variant",
     "train_classifier",
+    "verify_run",
 ]

@@ -11,34 +11,92 @@ from typing import Any
 
 from tfimgopt.errors import ConfigError, received
 
+#: The commands that take the data flags (every command that loads the data).
+DATA_COMMANDS = ("run", "train", "distill", "prune", "quantize", "export", "evaluate")
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str, flags: dict[str, str] | None = None,  # noqa: A002
+            choices: str | None = None, factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with what the CLI and the docs need to know about it.
+
+    Args:
+        default: The default value (or `factory` for lists and dicts).
+        help: One line for `--help` and the docs; the default is appended by the CLI.
+        flags: `{command: flag name}` for the commands that take it as a flag, e.g.
+            `{"run": "epochs", "train": "epochs"}` gives `tfimgopt run --epochs`.
+            Every setting is also reachable as `--set section.key=value`.
+        choices: The name of a lister in `CHOICES` whose names are the accepted values.
+    """
+    metadata = {"help": help, "flags": dict(flags or {}), "choices": choices}
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _on(commands: tuple[str, ...], flag: str) -> dict[str, str]:
+    return dict.fromkeys(commands, flag)
+
+
+def _augmentation_names() -> list[str]:
+    from tfimgopt.augment import list_augmentations
+
+    names = list_augmentations()
+    return ["auto", *names["policies"], *[n for n in names["layers"] if n not in names["policies"]]]
+
+
+def _lister(module: str, name: str):
+    def names() -> list[str]:
+        import importlib
+
+        return list(getattr(importlib.import_module(module), name)())
+
+    return names
+
+
+#: Where the accepted values of a setting come from: the registries, read when needed
+#: (so `tfimgopt --help` does not import TensorFlow).
+CHOICES = {
+    "models": _lister("tfimgopt.models", "list_models"),
+    "exporters": _lister("tfimgopt.export", "list_exporters"),
+    "strategies": _lister("tfimgopt.distribute", "list_strategies"),
+    "augmentations": _augmentation_names,
+    "optimize_for": lambda: ["size", "latency", "accuracy"],
+}
+
 
 @dataclasses.dataclass
 class DataConfig:
     """Where the images come from and how they are batched."""
 
-    source: str = "digits"
-    image_size: int = 32
-    channels: int | None = None
-    batch_size: int = 64
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    data_dir: str | None = None
-    try_gcs: bool = False
-    download: bool = False
-    #: Share of the training split whose labels are dropped (an experiment: the
-    #: distillation stage then uses those images as an unlabelled transfer set).
-    unlabelled_fraction: float = 0.0
-    #: A folder of extra images without labels (any layout) for the transfer set.
-    unlabelled_folder: str | None = None
+    source: str = setting("digits", help="digits | tfds:<name> | a folder of class subfolders",
+                          flags=_on(DATA_COMMANDS, "source"))
+    image_size: int = setting(32, help="square image size in pixels", flags=_on(DATA_COMMANDS, "image-size"))
+    channels: int | None = setting(None, help="1 or 3; null keeps the source's own count")
+    batch_size: int = setting(64, help="global batch size", flags=_on(DATA_COMMANDS, "batch-size"))
+    val_fraction: float = setting(0.1, help="share of the training data held out for validation")
+    test_fraction: float = setting(0.2, help="share held out for testing where the source has no test split")
+    data_dir: str | None = setting(None, help="TFDS data directory (e.g. gs://bucket/tfds)",
+                                   flags=_on(DATA_COMMANDS, "data-dir"))
+    try_gcs: bool = setting(False, help="let TFDS read prepared data from Google's public bucket")
+    download: bool = setting(False, help="let TFDS download the dataset (needs network access)",
+                             flags=_on(DATA_COMMANDS, "download"))
+    unlabelled_fraction: float = setting(
+        0.0, help="drop the labels of this share of the training split (an experiment: distillation then uses "
+                  "those images as an unlabelled transfer set)", flags=_on(("run", "distill"), "unlabelled-fraction"))
+    unlabelled_folder: str | None = setting(
+        None, help="a folder of extra images without labels (any layout) for the transfer set",
+        flags=_on(("run", "distill"), "unlabelled-folder"))
 
     def validate(self) -> None:
         _check(0 <= self.unlabelled_fraction < 1, "data.unlabelled_fraction", self.unlabelled_fraction, "[0, 1)")
         if self.unlabelled_folder is not None:
             _check(os.path.isdir(self.unlabelled_folder), "data.unlabelled_folder", self.unlabelled_folder,
                    "an existing folder of images")
-        if not self.source.startswith("tfds:") and self.source != "digits":
-            _check(os.path.isdir(self.source), "data.source", self.source,
-                   "'digits', 'tfds:<name>' or an existing folder of class subfolders")
+        from tfimgopt.data import find_source
+
+        kind = find_source(self.source)
+        _check(kind is not None and kind.name != "arrays", "data.source", self.source,
+               "'digits', 'tfds:<name>' or an existing folder of class subfolders")
         _check(self.image_size >= 8, "data.image_size", self.image_size, "an int >= 8")
         _check(self.channels in (None, 1, 3), "data.channels", self.channels, "1, 3 or null")
         _check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an int >= 1")
@@ -51,27 +109,26 @@ class DataConfig:
 class TrainConfig:
     """The baseline (teacher) model and how it is trained."""
 
-    model: str = "small_cnn"
-    #: Keyword arguments of the model builder, e.g. {"width": 16} for small_cnn.
-    model_options: dict | None = None
-    epochs: int = 20
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    jit_compile: bool = False
-    #: `tfimgopt.distribute.create_strategy` kind.
-    strategy: str = "auto"
-    #: Keras precision policy; "auto" follows the device (bfloat16 TPU, float16 GPU).
-    precision: str = "auto"
-    #: Augmentation: a policy or layer name (see `tfimgopt.augment.list_augmentations`),
-    #: "auto" (the `digits` policy for digits, `default` otherwise), or "none".
-    augment: str = "auto"
-    #: A declarative list of augmentation ops; replaces `augment` when given.
-    augment_spec: list | None = None
-    #: Where augmentation runs: "auto", "data" (tf.data) or "model" (first layers).
-    augment_placement: str = "auto"
+    model: str = setting("small_cnn", help="model from the zoo", flags=_on(("run", "train"), "model"),
+                         choices="models")
+    model_options: dict | None = setting(None, help='keyword arguments of the model builder, e.g. {"width": 16}')
+    epochs: int = setting(20, help="training epochs of the baseline", flags=_on(("run", "train"), "epochs"))
+    optimizer: str = setting("adam", help="adam | adamw | sgd | rmsprop")
+    learning_rate: float = setting(1e-3, help="learning rate of the baseline",
+                                   flags=_on(("run", "train"), "learning-rate"))
+    jit_compile: bool = setting(False, help="compile training steps with XLA")
+    strategy: str = setting("auto", help="distribution strategy (tfimgopt.distribute.create_strategy)",
+                            flags=_on(("run", "train"), "strategy"), choices="strategies")
+    precision: str = setting("auto", help="Keras precision policy; auto follows the device (bfloat16 TPU, "
+                                          "float16 GPU, float32 CPU)")
+    augment: str = setting("auto", help="augmentation policy or layer; auto = the digits policy for digits, "
+                                        "default otherwise; none = off",
+                           flags=_on(("run", "train"), "augment"), choices="augmentations")
+    augment_spec: list | None = setting(None, help="a declarative list of augmentation ops; replaces augment")
+    augment_placement: str = setting("auto", help="where augmentation runs: auto, data (tf.data) or model")
 
     def validate(self) -> None:
-        from tfimgopt.augment import PLACEMENTS, list_augmentations
+        from tfimgopt.augment import PLACEMENTS
         from tfimgopt.distribute import PRECISIONS, STRATEGIES
         from tfimgopt.models import list_models
 
@@ -84,7 +141,7 @@ class TrainConfig:
         _check(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "a float > 0")
         _check(self.strategy in STRATEGIES, "train.strategy", self.strategy, f"one of {STRATEGIES}")
         _check(self.precision in PRECISIONS, "train.precision", self.precision, f"one of {PRECISIONS}")
-        names = ["auto", *list_augmentations()["policies"], *list_augmentations()["layers"]]
+        names = CHOICES["augmentations"]()
         _check(self.augment in names, "train.augment", self.augment, f"one of {names}")
         _check(self.augment_placement in PLACEMENTS, "train.augment_placement", self.augment_placement,
                f"one of {PLACEMENTS}")
@@ -98,21 +155,22 @@ class TrainConfig:
 class DistillConfig:
     """The distilled student."""
 
-    enabled: bool = True
-    student: str = "tiny_cnn"
-    #: Keyword arguments of the student builder (tiny_cnn: {"filters": N}).
-    student_options: dict | None = dataclasses.field(default_factory=lambda: {"filters": 16})
-    epochs: int = 40
-    alpha: float = 0.1
-    temperature: float = 4.0
-    learning_rate: float = 3e-3
-    #: Choose alpha and temperature by validation accuracy (`tune_distillation`).
-    tune: bool = False
-    tune_alphas: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.5])
-    tune_temperatures: list[float] = dataclasses.field(default_factory=lambda: [1.0, 2.0, 4.0])
-    tune_method: str = "halving"
-    #: Distil into a student with at least as many parameters as the teacher (refused otherwise).
-    allow_larger_student: bool = False
+    enabled: bool = setting(True, help="distil the baseline into a smaller student")
+    student: str = setting("tiny_cnn", help="student model from the zoo", flags=_on(("run", "distill"), "student"),
+                           choices="models")
+    student_options: dict | None = setting(help='keyword arguments of the student builder (tiny_cnn: {"filters": N})',
+                                           factory=lambda: {"filters": 16})
+    epochs: int = setting(40, help="distillation epochs", flags={"distill": "epochs"})
+    alpha: float = setting(0.1, help="weight of the hard-label loss in [0, 1]", flags={"distill": "alpha"})
+    temperature: float = setting(4.0, help="softening temperature > 0", flags={"distill": "temperature"})
+    learning_rate: float = setting(3e-3, help="learning rate of the student")
+    tune: bool = setting(False, help="choose alpha and temperature by validation accuracy",
+                         flags={"distill": "tune"})
+    tune_alphas: list[float] = setting(help="alphas tried when tuning", factory=lambda: [0.0, 0.5])
+    tune_temperatures: list[float] = setting(help="temperatures tried when tuning", factory=lambda: [1.0, 2.0, 4.0])
+    tune_method: str = setting("halving", help="grid | halving")
+    allow_larger_student: bool = setting(False, help="distil into a student at least as large as the teacher "
+                                                     "(refused otherwise)")
 
     def validate(self) -> None:
         from tfimgopt.distill import METHODS
@@ -136,16 +194,16 @@ class DistillConfig:
 class CompressConfig:
     """Pruning (with sparsity-preserving QAT) of the deployed model."""
 
-    enabled: bool = True
-    target_sparsity: float = 0.5
-    epochs: int = 4
-    learning_rate: float = 1e-3
-    #: Layer names to leave dense; null = default policy (first conv and classifier,
-    #: or every layer when that would leave nothing to prune, as in tiny students).
-    skip: list[str] | None = None
-    #: Quantization-aware fine-tuning epochs after pruning (0 skips QAT).
-    qat_epochs: int = 1
-    qat_learning_rate: float = 1e-4
+    enabled: bool = setting(True, help="prune (and quantization-aware fine-tune) the deployed model")
+    target_sparsity: float = setting(0.5, help="target fraction of zero weights",
+                                     flags={"run": "sparsity", "prune": "sparsity"})
+    epochs: int = setting(4, help="pruning fine-tuning epochs", flags={"prune": "epochs"})
+    learning_rate: float = setting(1e-3, help="pruning fine-tuning learning rate")
+    skip: list[str] | None = setting(None, help="layer names to leave dense; null = first conv and classifier "
+                                                "(every layer when that would leave nothing to prune)")
+    qat_epochs: int = setting(1, help="quantization-aware fine-tuning epochs after pruning (0 skips QAT)",
+                              flags={"quantize": "epochs"})
+    qat_learning_rate: float = setting(1e-4, help="quantization-aware fine-tuning learning rate")
 
     def validate(self) -> None:
         _check(0 < self.target_sparsity < 1, "compress.target_sparsity", self.target_sparsity, "a number in (0, 1)")
@@ -157,22 +215,24 @@ class CompressConfig:
 
 @dataclasses.dataclass
 class ExportConfig:
-    """TFLite export and measurement in the LiteRT interpreter."""
+    """Export (TFLite modes by default) and measurement in the LiteRT interpreter."""
 
-    modes: list[str] = dataclasses.field(default_factory=lambda: ["float32", "dynamic", "float16", "int8"])
-    num_calibration: int = 200
-    latency_runs: int = 50
-    num_threads: int = 1
-    #: Pick the deployed variant: "size", "latency" or "accuracy".
-    optimize_for: str = "size"
-    #: Largest accepted accuracy drop (percentage points) against the float32 baseline.
-    max_accuracy_drop: float = 1.0
+    modes: list[str] = setting(help="exporters run for the baseline (list_exporters()); float32 is the reference",
+                               factory=lambda: ["float32", "dynamic", "float16", "int8"], choices="exporters")
+    num_calibration: int = setting(200, help="calibration images of int8 export")
+    latency_runs: int = setting(50, help="timed single-image invokes per variant")
+    num_threads: int = setting(1, help="LiteRT interpreter threads (1 mimics a phone core)")
+    optimize_for: str = setting("size", help="which measured variant to select",
+                                flags={"run": "optimize-for"}, choices="optimize_for")
+    max_accuracy_drop: float = setting(1.0, help="largest accepted accuracy loss in percentage points against the "
+                                                 "float32 baseline", flags={"run": "max-accuracy-drop"})
 
     def validate(self) -> None:
-        from tfimgopt.export import MODES
+        from tfimgopt.export import list_exporters
 
-        _check(bool(self.modes) and all(m in MODES for m in self.modes) and len(set(self.modes)) == len(self.modes),
-               "export.modes", self.modes, f"a non-empty list of distinct modes from {MODES}")
+        names = list_exporters()
+        _check(bool(self.modes) and all(m in names for m in self.modes) and len(set(self.modes)) == len(self.modes),
+               "export.modes", self.modes, f"a non-empty list of distinct exporters from {names}")
         _check("float32" in self.modes, "export.modes", self.modes, "a list that includes 'float32' (the reference)")
         _check(self.num_calibration >= 1, "export.num_calibration", self.num_calibration, "an int >= 1")
         _check(self.latency_runs >= 1, "export.latency_runs", self.latency_runs, "an int >= 1")
@@ -187,8 +247,9 @@ class ExportConfig:
 class RunConfig:
     """Everything `tfimgopt run` does, in one validated object."""
 
-    out_dir: str = "runs/digits"
-    seed: int = 0
+    out_dir: str = setting("runs/digits", help="run folder (rerun with the same folder to resume)",
+                           flags={"run": "out"})
+    seed: int = setting(0, help="seed for splits, shuffling and weights", flags=_on(DATA_COMMANDS, "seed"))
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)

@@ -1,0 +1,74 @@
+"""The baseline stage: trains `train.model` (the teacher) and measures it."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tfimgopt.pipeline.config import RunConfig
+from tfimgopt.pipeline.context import RunContext, build_model, test_accuracy
+from tfimgopt.pipeline.data import PreparedData
+from tfimgopt.pipeline.stages.base import Stage, register_stage
+
+
+def train_classifier(
+    config: RunConfig, data: PreparedData, model_path: str, work_dir: str, root: str | None = None,
+    strategy=None,
+) -> dict[str, Any]:
+    """Trains `config.train.model` on `data`, saves it atomically, measures the test split.
+
+    Returns:
+        A record with the model name, parameter count, test accuracy, path and history.
+    """
+    from tfimgopt import _io
+    from tfimgopt.training import train
+
+    t = config.train
+    info = data.splits.info
+
+    def build():
+        model = build_model(t.model, info, t.model_options, "train.model_options")
+        if data.model_augmentation is None:
+            return model
+        from tfimgopt.augment import augmented_model
+
+        return augmented_model(model, data.model_augmentation)
+
+    history = train(
+        build, data.train, data.val, t.epochs, optimizer=t.optimizer, learning_rate=t.learning_rate,
+        work_dir=work_dir, jit_compile=t.jit_compile or None, strategy=strategy,
+    )
+    # With augmentation in the model, the classifier is its last layer: that is what ships.
+    model = history.model.layers[-1] if data.model_augmentation is not None else history.model
+    _io.write_with(model_path, model.save)
+
+    def rel(path):
+        return os.path.relpath(path, root) if root else path
+
+    return {
+        "model": t.model,
+        "params": int(model.count_params()),
+        "test_accuracy": test_accuracy(model, data.test),
+        "path": rel(model_path),
+        "history": rel(os.path.join(work_dir, "history.csv")),
+    }
+
+
+class BaselineStage(Stage):
+    """Trains the baseline classifier; it is the teacher and the accuracy reference."""
+
+    name = "baseline"
+    order = 10
+    settings = ("seed", "train")
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        return train_classifier(ctx.config, ctx.data, ctx.path("models/baseline.keras"), ctx.work_dir("baseline"),
+                                ctx.out, ctx.strategy)
+
+    def publish(self, ctx: RunContext, record: dict[str, Any]) -> None:
+        ctx.add_model("baseline", record["path"])
+        ctx.log(f"baseline {record['model']}: test accuracy {record['test_accuracy']:.4f}, "
+                f"{record['params']:,} parameters")
+
+
+register_stage(BaselineStage())

@@ -1,0 +1,91 @@
+"""The distillation stage: a small student learns from the baseline (the teacher)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tfimgopt.compat import keras
+from tfimgopt.errors import ConfigError
+from tfimgopt.pipeline.config import RunConfig
+from tfimgopt.pipeline.context import RunContext, build_model, test_accuracy
+from tfimgopt.pipeline.data import PreparedData
+from tfimgopt.pipeline.stages.base import Stage, register_stage
+
+
+def distil(config: RunConfig, data: PreparedData, teacher: keras.Model, work_dir: str, strategy=None, log=print):
+    """Distils `teacher` into `config.distill.student` on the transfer set (or the labelled
+    training data), tuning alpha and temperature first if asked.
+
+    Returns:
+        `(student, alpha, temperature, tuning table or None)`.
+    """
+    from tfimgopt.distill import distill, tune_distillation
+
+    c = config.distill
+    train_ds = data.transfer if data.transfer is not None else data.train
+
+    def student():
+        keras.utils.set_random_seed(config.seed)
+        return build_model(c.student, data.splits.info, c.student_options, "distill.student_options")
+
+    if c.tune:
+        result = tune_distillation(
+            teacher, student, train_ds, data.val, alphas=c.tune_alphas, temperatures=c.tune_temperatures,
+            epochs=c.epochs, method=c.tune_method, learning_rate=c.learning_rate, strategy=strategy,
+            seed=config.seed,
+        )
+        log(f"tuned: alpha={result.alpha:g}, temperature={result.temperature:g} "
+            f"(val accuracy {result.val_accuracy:.4f})\n" + result.markdown())
+        return result.student, result.alpha, result.temperature, result.table
+    model = distill(teacher, student, train_ds, data.val, c.epochs, alpha=c.alpha, temperature=c.temperature,
+                    learning_rate=c.learning_rate, strategy=strategy, work_dir=work_dir)
+    return model, c.alpha, c.temperature, None
+
+
+def check_student_smaller(config: RunConfig, info) -> None:
+    """Refuses a student with at least as many parameters as its teacher, before anything trains."""
+    teacher = build_model(config.train.model, info, config.train.model_options, "train.model_options").count_params()
+    student = build_model(config.distill.student, info, config.distill.student_options,
+                          "distill.student_options").count_params()
+    keras.utils.set_random_seed(config.seed)  # building them drew from the seeded generators
+    if student >= teacher and not config.distill.allow_larger_student:
+        raise ConfigError(
+            f"The student ({config.distill.student}, {student:,} parameters) is not smaller than the teacher "
+            f"({config.train.model}, {teacher:,} parameters) at image size {info.image_shape[0]}: distilling would "
+            "ship a larger model. Choose a smaller distill.student or distill.student_options, or set "
+            f"distill.allow_larger_student=true to do it anyway. Received: distill.student={config.distill.student!r}, "
+            f"distill.student_options={config.distill.student_options!r}")
+
+
+class DistillStage(Stage):
+    """Distils the baseline into `distill.student`; the student is what later stages compress."""
+
+    name = "distill"
+    order = 20
+    settings = ("distill",)
+    report_key = "student"
+
+    def enabled(self, config: RunConfig) -> bool:
+        return config.distill.enabled
+
+    def preflight(self, ctx: RunContext) -> None:
+        check_student_smaller(ctx.config, ctx.data.splits.info)
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        work = ctx.work_dir("student")
+        model, alpha, temperature, table = distil(ctx.config, ctx.data, ctx.model("baseline"), work, ctx.strategy,
+                                                  ctx.log)
+        return {
+            "model": ctx.config.distill.student, "params": int(model.count_params()), "alpha": alpha,
+            "temperature": temperature, "transfer_set": ctx.data.transfer is not None,
+            "unlabelled_images": ctx.data.num_unlabelled, "tuning": table,
+            "test_accuracy": test_accuracy(model, ctx.data.test), "path": ctx.save_model("student", model),
+            "history": None if table else ctx.rel(f"{work}/history.csv"),
+        }
+
+    def publish(self, ctx: RunContext, record: dict[str, Any]) -> None:
+        ctx.add_model("student", record["path"])
+        ctx.log(f"student {record['model']}: test accuracy {record['test_accuracy']:.4f}")
+
+
+register_stage(DistillStage())

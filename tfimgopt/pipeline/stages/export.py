@@ -1,0 +1,93 @@
+"""The export stage: every model of the run through every configured exporter, each file
+verified against its Keras model; a file that fails verification is recorded, not fatal."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tfimgopt.compat import keras
+from tfimgopt.pipeline.context import RunContext
+from tfimgopt.pipeline.data import calibration_images
+from tfimgopt.pipeline.stages.base import Stage, register_stage
+from tfimgopt.pipeline.variants import Variant
+
+
+def failure_reason(check: dict[str, Any]) -> str:
+    """Why a verification failed, with its numbers."""
+    if "relative_diff" not in check:
+        return f"verification failed: needed {check.get('criterion')}"
+    return (f"verification failed: relative logit diff {check['relative_diff']:.2g}, top-1 agreement "
+            f"{check['top1_agreement']:.3f} on {check['num_samples']} test images; needed {check['criterion']}")
+
+
+def export_variant(ctx: RunContext, model: keras.Model, variant: Variant) -> dict[str, Any]:
+    """Writes one variant, verifies it against `model` on test images, and returns its entry
+    (`verify`, timings, and `reason` when it failed)."""
+    from tfimgopt.export import get_exporter
+
+    exporter = get_exporter(variant.mode)
+    began = time.monotonic()
+    blob = exporter.export(model, ctx.path(variant.path),
+                           calibration_images(ctx.data) if exporter.needs_calibration else None,
+                           num_calibration=ctx.config.export.num_calibration)
+    converted = time.monotonic()
+    check = exporter.verify(blob, model, ctx.data.test, num_samples=64)
+    entry = {**variant.to_dict(), "verify": check, "convert_s": round(converted - began, 2),
+             "verify_s": round(time.monotonic() - converted, 2)}
+    if not check["passed"]:
+        entry["reason"] = failure_reason(check)
+        ctx.log(f"   warning: {variant.name} {entry['reason']}; it is left out of the selection")
+    return entry
+
+
+def split_entries(entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`{"files": passed entries, "failed": failed entries}`."""
+    return {"files": {n: e for n, e in entries.items() if "reason" not in e},
+            "failed": {n: e for n, e in entries.items() if "reason" in e}}
+
+
+def publish_entries(ctx: RunContext, record: dict[str, Any]) -> None:
+    ctx.variants += [Variant.from_dict(e) for e in record["files"].values()]
+    ctx.failed.update(record["failed"])
+
+
+class ExportStage(Stage):
+    """Exports every model of the run: the baseline in every mode of `export.modes`, later
+    models in the modes whose exporter has `every_model` (float32 and int8)."""
+
+    name = "export"
+    order = 80
+    settings = ("export.modes", "export.num_calibration")
+
+    def planned(self, ctx: RunContext) -> list[Variant]:
+        from tfimgopt.export import get_exporter
+        from tfimgopt.pipeline.variants import is_reference
+
+        plan = []
+        for model in ctx.models:
+            for mode in ctx.config.export.modes:
+                exporter = get_exporter(mode)
+                if model == "baseline" or exporter.every_model:
+                    plan.append(Variant(f"{model}_{mode}", self.name, model, mode,
+                                        f"tflite/{model}_{mode}{exporter.suffix}", ctx.sparsity.get(model),
+                                        is_reference(model, mode)))
+        return plan
+
+    def run(self, ctx: RunContext, only: set[str] | None = None) -> dict[str, Any]:
+        entries = {v.name: export_variant(ctx, ctx.model(v.model), v) for v in self.planned(ctx)
+                   if only is None or v.name in only}
+        return split_entries(entries)
+
+    def resume(self, ctx: RunContext, record: dict[str, Any]) -> dict[str, Any] | None:
+        if not record.get("failed"):
+            return None
+        ctx.log(f"== retrying the export(s) that failed verification last time: {', '.join(record['failed'])}")
+        again = self.run(ctx, only=set(record["failed"]))
+        return {**record, "files": {**record["files"], **again["files"]}, "failed": again["failed"]}
+
+    def publish(self, ctx: RunContext, record: dict[str, Any]) -> None:
+        publish_entries(ctx, record)
+
+
+register_stage(ExportStage())
