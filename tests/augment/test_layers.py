@@ -9,36 +9,9 @@ from tfimgopt.augment._base import _gather_warp
 from tfimgopt.compat import keras, tf
 from tfimgopt.errors import ConfigError
 
-LAYER_CASES = [
-    A.RandomFlip("horizontal_and_vertical", seed=1),
-    A.RandomRotation(0.1, seed=1),
-    A.RandomTranslation(0.2, 0.1, seed=1),
-    A.RandomZoom(0.2, seed=1),
-    A.RandomCrop(12, 10, seed=1),
-    A.RandomResizedCrop(16, 16, seed=1),
-    A.RandomBrightness(0.3, seed=1),
-    A.RandomContrast(0.5, seed=1),
-    A.RandomSaturation(0.5, seed=1),
-    A.RandomHue(0.2, seed=1),
-    A.RandomGrayscale(0.5, seed=1),
-    A.RandAugment(seed=1),
-    A.AugMix(seed=1),
-]
-
 
 def _images(n=8, size=16, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3)).astype(np.uint8)
-
-
-@pytest.mark.parametrize("layer", LAYER_CASES, ids=lambda layer: type(layer).__name__)
-def test_every_layer_runs_in_tf_data_on_batches(layer):
-    images = _images()
-    ds = tf.data.Dataset.from_tensor_slices(images).batch(4).map(layer, num_parallel_calls=2)
-    batches = list(ds)
-    assert len(batches) == 2
-    expected = layer.compute_output_shape(tf.TensorShape([4, 16, 16, 3]))
-    assert batches[0].shape == expected and batches[0].dtype == tf.uint8
-    assert not np.array_equal(np.concatenate([b.numpy() for b in batches]), images)
 
 
 @pytest.mark.parametrize(

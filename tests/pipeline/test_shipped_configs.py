@@ -6,8 +6,8 @@ import pytest
 
 from tests.helpers import make_photo_folder
 from tfimgopt.cli import main
-from tfimgopt.pipeline.config import list_example_configs
 from tfimgopt.pipeline import at_chance
+from tfimgopt.pipeline.config import list_example_configs
 
 SMOKE = [
     "data.image_size=32", "data.batch_size=16", "train.epochs=2", "distill.epochs=1", "distill.tune=false",
