@@ -275,7 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tfimgopt` console script."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse printed the usage error (or --help): return its status
+        return exit_.code if isinstance(exit_.code, int) else 2
     from tfimgopt.errors import TfimgoptError
 
     try:
