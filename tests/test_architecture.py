@@ -96,7 +96,7 @@ def test_the_run_module_only_orchestrates():
                            "tfimgopt.models", "tfimgopt.augment"}
     functions = [n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
     assert not [f for f in functions if f.endswith("_stage") and f != "_run_stage"], functions
-    assert len(open(path).read().splitlines()) < 260
+    assert len(open(path).read().splitlines()) < 300
 
 
 def test_private_helpers_are_not_public():

@@ -48,6 +48,17 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Writes `text` (UTF-8) to `path` atomically."""
     write_bytes(path, text.encode("utf-8"))
@@ -113,6 +124,33 @@ def remove_stale_temporaries(root: str | os.PathLike) -> int:
     return removed
 
 
+def refuse_links(root: str | os.PathLike) -> None:
+    """Refuses a run folder that is, or holds, a symbolic link anywhere in the places a run
+    reads or writes: a resumed run folder is untrusted input, and nothing may be read or
+    written through a link that could lead out of it.
+
+    Raises:
+        ConfigError: naming the link and where it points.
+    """
+    from tfimgopt.errors import ConfigError, received
+
+    root = os.fspath(root)
+    found: list[str] = []  # the folder itself may be a link the user chose; what is inside may not
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                found.append(path)
+            elif name in RUN_SUBFOLDERS and os.path.isdir(path):
+                for folder, dirs, files in os.walk(path):  # os.walk does not follow links
+                    found += [p for p in (os.path.join(folder, n) for n in [*dirs, *files]) if os.path.islink(p)]
+    if found:
+        raise ConfigError(
+            f"The run folder holds a symbolic link ({found[0]} -> {os.readlink(found[0])!r}"
+            + (f", and {len(found) - 1} more" if len(found) > 1 else "") + "). A run never reads or writes through "
+            f"links, which could lead out of the folder: remove it, or use a new --out. {received('out_dir', root)}")
+
+
 @contextlib.contextmanager
 def claim_run_folder(out: str | os.PathLike) -> Iterator[None]:
     """Opens a run folder for one run: refuses a file, a foreign non-empty folder, or a folder in use.
@@ -131,6 +169,7 @@ def claim_run_folder(out: str | os.PathLike) -> Iterator[None]:
     from tfimgopt.errors import ConfigError, received
 
     out = os.fspath(out)
+    refuse_links(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"The run folder must be a folder; this path is a file. {received('out_dir', out)}")
     os.makedirs(out, exist_ok=True)

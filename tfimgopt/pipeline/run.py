@@ -18,6 +18,7 @@ from typing import Any
 
 from tfimgopt import _io
 from tfimgopt.compat import keras
+from tfimgopt.errors import ConfigError
 from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.context import RunContext
 from tfimgopt.pipeline.data import data_fingerprint, prepare_data
@@ -113,24 +114,54 @@ def _why_redone(before: dict[str, Any], stage: Stage, config: RunConfig, data_ha
     return "; ".join(reasons) or "its record is from an older tfimgopt"
 
 
+def _artifact_paths(record: dict[str, Any]) -> list[str]:
+    """Run-folder-relative paths of the files a stage record says it wrote."""
+    paths = [record["path"]] if isinstance(record.get("path"), str) else []
+    for group in ("files", "failed"):
+        paths += [e["path"] for e in (record.get(group) or {}).values() if isinstance(e, dict) and "path" in e]
+    return paths
+
+
+def _hashes(ctx: RunContext, record: dict[str, Any]) -> dict[str, str]:
+    return {rel: _io.sha256_file(ctx.path(rel)) for rel in _artifact_paths(record)}
+
+
+def _tampered(ctx: RunContext, record: dict[str, Any]) -> str | None:
+    """Why a finished stage's files cannot be reused (missing or changed since it wrote them), or None."""
+    recorded = record.get("artifacts")
+    if not isinstance(recorded, dict):
+        return "its record lists no artifact hashes"
+    for rel, digest in recorded.items():
+        try:
+            path = ctx.path(rel)
+        except ConfigError:
+            return f"{rel!r} leaves the run folder"
+        if not os.path.isfile(path):
+            return f"{rel} is missing"
+        if _io.sha256_file(path) != digest:
+            return f"{rel} changed since the stage wrote it"
+    return None
+
+
 def _run_stage(stage: Stage, ctx: RunContext, records: _Records, data_hash: str, redone: list[str]
                ) -> dict[str, Any]:
     upstream = list(ctx.records.values())
     print_ = records.log
     want = fingerprint(stage, ctx.config, data_hash, upstream)
     record = records.load(stage)
-    if record is not None and record.get("fingerprint") == want:
+    tampered = _tampered(ctx, record) if record is not None and record.get("fingerprint") == want else None
+    if record is not None and record.get("fingerprint") == want and tampered is None:
         print_(f"== stage {stage.name}: already done, skipped [{records.elapsed():6.1f}s]")
         updated = stage.resume(ctx, record)
         if updated is not None:
-            record = updated
+            record = {**updated, "artifacts": _hashes(ctx, updated)}
             records.write(stage, record)
             redone.append(stage.name)
         records.seconds[stage.name] = record.get("seconds", 0.0)
         return record
     if record is not None:
-        print_(f"== stage {stage.name}: redoing it, changed since its record: "
-               f"{_why_redone(record, stage, ctx.config, data_hash, redone)}")
+        why = tampered or _why_redone(record, stage, ctx.config, data_hash, redone)
+        print_(f"== stage {stage.name}: redoing it, changed since its record: {why}")
     redone.append(stage.name)
     print_(f"== stage {stage.name} [{records.elapsed():6.1f}s]")
     began = time.monotonic()
@@ -140,6 +171,7 @@ def _run_stage(stage: Stage, ctx: RunContext, records: _Records, data_hash: str,
     record["fingerprint"] = want
     record["inputs"] = stage.inputs(ctx.config)
     record["data"] = data_hash if stage.uses_data else None
+    record["artifacts"] = _hashes(ctx, record)
     records.seconds[stage.name] = record["seconds"]
     records.write(stage, record)
     print_(f"   stage {stage.name} finished in {record['seconds']:.1f}s")
