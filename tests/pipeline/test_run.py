@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +78,70 @@ def test_verify_catches_a_flipped_byte_and_a_missing_file(finished_run, tmp_path
         verify_run(str(copy))
     assert "tflite/student_int8.tflite: SHA-256 differs" in str(err.value)
     assert "plots/accuracy_vs_size.png: missing" in str(err.value)
+
+
+def test_verify_never_runs_a_file_whose_hash_failed_and_flags_added_files(finished_run, tmp_path, monkeypatch):
+    import shutil
+
+    from tfimgopt.pipeline import verify as verify_module
+
+    out, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    target = copy / "tflite" / "pruned_int8.tflite"
+    blob = bytearray(target.read_bytes())
+    blob[len(blob) // 2: len(blob) // 2 + 8] = bytes(8)  # 8 bytes changed: may crash LiteRT if run
+    target.write_bytes(bytes(blob))
+    (copy / "tflite" / "extra.tflite").write_bytes(b"added later")
+    (copy / "report.md").write_text("# edited")
+    ran = []
+    real = verify_module.run_isolated
+    monkeypatch.setattr(verify_module, "run_isolated",
+                        lambda path, x: ran.append(os.path.basename(path)) or real(path, x))
+    with pytest.raises(VerificationError) as err:
+        verify_run(str(copy))
+    text = str(err.value)
+    assert "tflite/pruned_int8.tflite: SHA-256 differs" in text and "pruned_int8.tflite" not in ran
+    assert "tflite/extra.tflite: not listed in the report" in text
+    assert "report.md: 8 bytes, report says" in text
+    assert len(ran) == 8  # every other variant still re-ran
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "report.json").write_text("{not json"), "report.json: not valid JSON"),
+    (lambda d: (d / "report.json").write_text("[]"), "report.json: not a JSON object"),
+    (lambda d: (d / "report.json").write_text('{"artifacts": [], "variants": []}'), "lists no artifacts"),
+    (lambda d: (d / "report.json").write_text('{"artifacts": [{"path": 1}], "variants": [{}]}'),
+     "lists no variants (or malformed ones)"),
+    (lambda d: (d / "verification.npz").write_bytes(b"garbage"), "verification.npz: unreadable"),
+    (lambda d: (d / "verification.npz").unlink(), "verification.npz: missing"),
+])
+def test_verify_reports_a_malformed_run_folder_without_a_traceback(finished_run, tmp_path, damage, message):
+    import shutil
+
+    out, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    damage(copy)
+    with pytest.raises(VerificationError, match=re.escape(message)):
+        verify_run(str(copy))
+
+
+def test_a_tflite_file_that_crashes_litert_is_reported_not_fatal(monkeypatch, tmp_path):
+    import subprocess
+
+    import numpy as np
+
+    from tfimgopt import _litert
+    from tfimgopt.errors import DataError
+
+    (tmp_path / "x.tflite").write_bytes(b"not a flatbuffer")
+    with pytest.raises(DataError, match=r"LiteRT failed on the file \(exit status 3: Not a valid TFLite model"):
+        _litert.run_isolated(str(tmp_path / "x.tflite"), np.zeros((1, 8, 8, 1), "float32"))
+    crashed = subprocess.CompletedProcess([], -signal.SIGBUS, "", "")
+    monkeypatch.setattr(_litert.subprocess, "run", lambda *a, **k: crashed)
+    with pytest.raises(DataError, match=r"LiteRT failed on the file \(killed by SIGBUS\)"):
+        _litert.run_isolated(str(tmp_path / "x.tflite"), np.zeros((1, 8, 8, 1), "float32"))
 
 
 def test_selection_and_pareto_front():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import statistics
 import time
 import warnings
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from tfimgopt import _io
+from tfimgopt._litert import TFLiteRunner, run_isolated  # noqa: F401  (public here)
 from tfimgopt.compat import keras, tf
 from tfimgopt.errors import ConfigError, DataError, received
 
@@ -159,60 +159,6 @@ def export_tflite(
     if path is not None:
         _io.write_bytes(path, blob)
     return blob
-
-
-def _interpreter(model: bytes | str, num_threads: int = 1):
-    from ai_edge_litert.interpreter import Interpreter
-
-    if isinstance(model, bytes | bytearray):
-        interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
-    else:
-        if not os.path.isfile(model):
-            raise DataError(f"TFLite file not found. {received('path', model)}")
-        interpreter = Interpreter(model_path=model, num_threads=num_threads)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-class TFLiteRunner:
-    """Runs a TFLite model in the LiteRT interpreter on float images, one at a time.
-
-    Quantizes inputs and dequantizes outputs for integer-I/O models, so callers always
-    pass images in the model's input range and get float logits back.
-    """
-
-    def __init__(self, model: bytes | str, num_threads: int = 1):
-        try:
-            self.interpreter = _interpreter(model, num_threads)
-        except (ValueError, RuntimeError) as err:
-            raise DataError(f"Not a valid TFLite model: {err}") from None
-        self.num_threads = num_threads
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-
-    @property
-    def input_dtype(self) -> np.dtype:
-        return np.dtype(self.input["dtype"])
-
-    def _quantize(self, images: np.ndarray) -> np.ndarray:
-        dtype = self.input_dtype
-        if dtype == np.float32:
-            return images.astype(np.float32)
-        scale, zero = self.input["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(images / scale + zero), info.min, info.max).astype(dtype)
-
-    def invoke(self, image: np.ndarray) -> np.ndarray:
-        self.interpreter.set_tensor(self.input["index"], self._quantize(image[None]))
-        self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self.output["index"])[0]
-        if out.dtype != np.float32:
-            scale, zero = self.output["quantization"]
-            out = (out.astype(np.float32) - zero) * scale
-        return out
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        return np.stack([self.invoke(image) for image in np.asarray(images)])
 
 
 def _images_labels(dataset: Any, limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:

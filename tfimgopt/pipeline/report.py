@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
+from tfimgopt._io import sha256_file
 from tfimgopt.pipeline.variants import at_chance
 
 
@@ -33,20 +33,16 @@ def warning_box(warnings: list[str]) -> str:
 
 
 def artifact_hashes(out: str) -> list[dict[str, Any]]:
-    """SHA-256 and byte size of every model, TFLite file and plot in a run folder."""
-    entries = []
+    """SHA-256 and byte size of every model, TFLite file and plot in a run folder, and of
+    its config.json, report.md and verification.npz."""
+    rels = [n for n in ("config.json", "report.md", "verification.npz") if os.path.isfile(os.path.join(out, n))]
     for folder in ("models", "tflite", "plots"):
         root = os.path.join(out, folder)
-        if not os.path.isdir(root):
-            continue
-        for name in sorted(os.listdir(root)):
-            path = os.path.join(root, name)
-            if os.path.isfile(path) and not name.startswith("."):
-                with open(path, "rb") as f:
-                    data = f.read()
-                entries.append({"path": f"{folder}/{name}", "sha256": hashlib.sha256(data).hexdigest(),
-                                "bytes": len(data)})
-    return entries
+        if os.path.isdir(root):
+            rels += [f"{folder}/{n}" for n in sorted(os.listdir(root))
+                     if os.path.isfile(os.path.join(root, n)) and not n.startswith(".")]
+    paths = {rel: os.path.join(out, rel) for rel in rels}
+    return [{"path": rel, "sha256": sha256_file(p), "bytes": os.path.getsize(p)} for rel, p in paths.items()]
 
 
 def time_note(seconds: dict[str, float]) -> str:

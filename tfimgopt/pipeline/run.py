@@ -237,10 +237,10 @@ def _report(ctx: RunContext, records: _Records, by_key: dict[str, dict[str, Any]
         "plots": pictures,
         "seconds": round(records.elapsed(), 2),
         "stage_seconds": records.seconds,
-        "artifacts": artifact_hashes(out),
     }
-    _io.write_json(os.path.join(out, "report.json"), report)
     _io.write_text(os.path.join(out, "report.md"), report_markdown(report, table["markdown"]))
+    report["artifacts"] = artifact_hashes(out)  # report.md included; report.json cannot hash itself
+    _io.write_json(os.path.join(out, "report.json"), report)
     summary = (f"\n{table['markdown']}\n\n{resolution_note(chance)}\n{time_note(records.seconds)}\n"
                f"selected: {selection['reason']}\nrun folder: {out}")
     ctx.log(summary + ("\n" + warning_box(warnings) if warnings else ""))

@@ -95,6 +95,10 @@ def evaluate_step(config: RunConfig, model_path: str, *, safe_mode: bool = True)
     if str(model_path).endswith(".tflite"):
         if not os.path.isfile(model_path):
             raise ConfigError(f"TFLite file not found. {received('model', model_path)}")
+        from tfimgopt._litert import run_isolated
+
+        # A corrupt file can crash LiteRT itself: try it in a child process first.
+        run_isolated(model_path, next(iter(data.test))[0].numpy()[:2].astype("float32"))
         return evaluate_tflite(model_path, data.test, latency_runs=config.export.latency_runs)
     model = load_model(model_path, safe_mode=safe_mode)
     return {"accuracy": test_accuracy(model, data.test), "params": int(model.count_params())}
