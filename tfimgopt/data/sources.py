@@ -22,6 +22,8 @@ from tfimgopt.errors import DataError, received
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+#: Largest accepted image side: far above any classifier's input, far below an out-of-memory.
+MAX_IMAGE_SIZE = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,8 +187,9 @@ def _check_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
             f"image_size must be an int or a (height, width) pair of ints. "
             f"{received('image_size', image_size)}"
         )
-    if min(size) < 1:
-        raise DataError(f"image_size must be positive. {received('image_size', image_size)}")
+    if min(size) < 1 or max(size) > MAX_IMAGE_SIZE:
+        raise DataError(f"image_size must be between 1 and {MAX_IMAGE_SIZE} pixels a side. "
+                        f"{received('image_size', image_size)}")
     return size
 
 
@@ -215,6 +218,32 @@ def split_indices(
             start += count
         parts[0].extend(idx[start:])
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def check_splits(labels: np.ndarray, parts: Mapping[str, np.ndarray], class_names: Sequence[str], source: str,
+                 fractions: Mapping[str, float] | None = None) -> None:
+    """Refuses splits a run cannot use: an empty training split, a class with no training
+    image, or an empty validation/test split that was asked for (too few images per class).
+
+    Raises:
+        DataError: naming the class or split and how many images each class has.
+    """
+    train = labels[parts["train"]]
+    counts = np.bincount(labels, minlength=len(class_names))
+    if len(train) == 0:
+        raise DataError(f"The training split of {source} is empty. Received: {len(labels)} images")
+    absent = [class_names[c] for c in range(len(class_names)) if counts[c] and not np.any(train == c)]
+    if absent:
+        raise DataError(
+            f"Class {absent[0]!r} has no training image after the split ({int(counts[class_names.index(absent[0])])} "
+            f"image(s) in all): each class needs at least 3 images (one per split), better 10 or more. "
+            f"Received: {source}")
+    for split, fraction in (fractions or {}).items():
+        if fraction > 0 and len(parts[split]) == 0:
+            raise DataError(
+                f"The {split} split of {source} is empty: {split}_fraction={fraction:g} of "
+                f"{int(counts.min())}-{int(counts.max())} images per class rounds to none. Add images (6 or "
+                f"more per class), raise {split}_fraction, or set it to 0. Received: {len(labels)} images")
 
 
 def _resize_uint8(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
@@ -268,13 +297,23 @@ def _load_digits(size, channels, val_fraction, test_fraction, seed) -> Splits:
     images = _set_channels(_resize_uint8(tf.constant(images), size), channels).numpy()
     labels = digits.target.astype(np.int64)
     train, test, val = split_indices(labels, (test_fraction, val_fraction), seed)
+    check_splits(labels, {"train": train, "val": val, "test": test}, [str(n) for n in digits.target_names],
+                 "digits", {"val": val_fraction, "test": test_fraction})
     names = [str(n) for n in digits.target_names]
     return _from_memory("digits", images, labels, {"train": train, "val": val, "test": test}, names)
 
 
 def _check_arrays(images: Any, labels: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    images = np.asarray(images)
-    labels = np.asarray(labels)
+    try:
+        images = np.asarray(images)
+        labels = np.asarray(labels)
+    except ValueError as err:  # a ragged list: images of different sizes
+        shapes = sorted({np.shape(x) for x in images}, key=str)[:3] if isinstance(images, list | tuple) else []
+        raise DataError(f"{what} images (and labels) must be arrays of one shape; resize the images to one size "
+                        f"first ({err}). Received: shapes {shapes}") from None
+    if images.dtype == object or labels.dtype == object:
+        raise DataError(f"{what} images and labels must be numeric arrays of one shape. "
+                        f"Received: images.dtype={images.dtype}, labels.dtype={labels.dtype}")
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
@@ -295,9 +334,16 @@ def _check_arrays(images: Any, labels: Any, what: str) -> tuple[np.ndarray, np.n
         if not np.all(np.isfinite(images)):
             bad = int(np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(1))[0])
             raise DataError(f"{what} images contain NaN or infinity. Received: image index {bad}")
-        # Float images in [0, 1] are the usual convention; anything larger is 0..255.
-        scale = 255.0 if images.max() <= 1.0 else 1.0
-        images = np.clip(np.round(images * scale), 0, 255).astype(np.uint8)
+        # One rule, no guessing: [0, 1] is scaled to [0, 255]; [0, 255] (with values >= 2)
+        # is kept; anything else (negative, standardized, or just above 1) is refused.
+        low, high = float(images.min()), float(images.max())
+        if low < 0 or high > 255 or 1.0 < high < 2.0:
+            raise DataError(
+                f"{what} float images must lie in [0, 1] (scaled to 0..255) or in [0, 255]; these lie in "
+                f"[{low:g}, {high:g}]. Rescale them first (e.g. (x + 1) / 2 for [-1, 1], or clip an "
+                f"overshoot above 1). Received: min={low:g}, max={high:g}")
+        scale = 255.0 if high <= 1.0 else 1.0
+        images = np.round(images * scale).astype(np.uint8)
     elif images.dtype != np.uint8:
         if images.min() < 0 or images.max() > 255:
             raise DataError(
@@ -322,13 +368,25 @@ def _load_arrays(source, size, channels, val_fraction, test_fraction, seed) -> S
         given = {"train": _check_arrays(*source, what="source")}
         class_names = None
     all_labels = np.concatenate([y for _, y in given.values()])
-    num_classes = len(class_names) if class_names is not None else int(all_labels.max()) + 1
-    bad = all_labels[(all_labels < 0) | (all_labels >= num_classes)]
-    if len(bad):
-        raise DataError(
-            f"Labels must lie in [0, {num_classes}) for {num_classes} classes. "
-            f"Received: label={int(bad[0])}"
-        )
+    if class_names is not None:
+        num_classes = len(class_names)
+        bad = all_labels[(all_labels < 0) | (all_labels >= num_classes)]
+        if len(bad):
+            raise DataError(f"Labels must lie in [0, {num_classes}) for the {num_classes} class_names. "
+                            f"Received: label={int(bad[0])}")
+    else:
+        # Without class_names the labels are the classes: they must be exactly 0..K-1, so a
+        # typo (one label of 10**6) cannot create a million empty classes.
+        present = np.unique(all_labels)
+        if present[0] < 0:
+            raise DataError(f"Labels must be >= 0. Received: label={int(present[0])}")
+        num_classes = len(present)
+        if present[-1] != num_classes - 1:
+            missing = sorted(set(range(int(present[-1]) + 1)) - set(present.tolist()))
+            raise DataError(
+                f"Labels must be 0..K-1 with every class present; {len(missing):,} label(s) in between are "
+                f"missing (first: {missing[:5]}). Pass class_names to declare classes without examples. "
+                f"Received: labels {present[:10].tolist()}{'...' if len(present) > 10 else ''}")
     shapes = {x.shape[1:] for x, _ in given.values()}
     if len({s[-1] for s in shapes}) > 1 and channels is None:
         channels = 3
@@ -350,38 +408,73 @@ def _load_arrays(source, size, channels, val_fraction, test_fraction, seed) -> S
         parts[split] = train[idx]
     parts["train"] = train[keep]
     names = class_names if class_names is not None else [str(i) for i in range(num_classes)]
+    check_splits(labels, parts, list(names), "arrays", {m: fractions[m] for m in missing})
     return _from_memory("arrays", images, labels, parts, names)
 
 
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.listdir gives undecodable bytes as surrogates
+        return False
+    return True
+
+
 def _scan_folder(root: str) -> tuple[list[str], list[str], list[int], list[str], set[int]]:
-    """Lists readable image files per class; returns paths, labels and skipped files."""
+    """Lists readable image files per class; returns class names, paths, labels, skipped files
+    and the channel counts seen.
+
+    Rules: a class is a subfolder (a link to a folder counts) that is not hidden and holds at
+    least one readable image; empty subfolders (as archive tools leave) are not classes.
+    Files that cannot be decoded, decompression bombs, and names that are not UTF-8 are
+    skipped with a warning, never fatal.
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
-    class_names = sorted(
-        d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")
-    )
-    if not class_names:
+    candidates = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
+                        and not d.startswith(".") and d != "__MACOSX")
+    if not candidates:
         raise DataError(
             f"The folder has no class subfolders; expected one subfolder of images per "
             f"class, e.g. {root}/cat/1.jpg. {received('source', root)}"
         )
-    paths, labels, skipped, channel_counts = [], [], [], set()
-    for label, name in enumerate(class_names):
+    class_names, paths, labels, skipped, channel_counts, empty = [], [], [], [], set(), []
+    for name in candidates:
         folder = os.path.join(root, name)
+        if not _utf8(name):
+            skipped.append(folder)
+            continue
+        found = []
         for entry in sorted(os.listdir(folder)):
             path = os.path.join(folder, entry)
-            if not entry.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isfile(path):
+            if entry.startswith(".") or not entry.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isfile(path):
+                continue
+            if not _utf8(entry):
+                skipped.append(path)
                 continue
             try:
-                with Image.open(path) as img:
-                    mode = img.mode
-                    img.load()  # decodes fully: catches truncated files verify() misses
-            except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(path) as img:
+                        mode = img.mode
+                        img.load()  # decodes fully: catches truncated files verify() misses
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError,
+                    Image.DecompressionBombWarning):
                 skipped.append(path)
                 continue
             channel_counts.add(1 if mode in ("L", "1", "I", "I;16", "F") else 3)
-            paths.append(path)
-            labels.append(label)
+            found.append(path)
+        if not found:
+            empty.append(name)
+            continue
+        paths += found
+        labels += [len(class_names)] * len(found)
+        class_names.append(name)
+    if empty:
+        logger.warning("Ignored %d subfolder(s) of %s with no readable images (not classes): %s", len(empty), root,
+                       ", ".join(empty[:5]))
     return class_names, paths, labels, skipped, channel_counts
 
 
@@ -400,6 +493,8 @@ def _load_folder(root, size, channels, val_fraction, test_fraction, seed) -> Spl
         channels = 3 if 3 in channel_counts else 1
     labels_arr = np.asarray(labels, dtype=np.int64)
     train, test, val = split_indices(labels_arr, (test_fraction, val_fraction), seed)
+    check_splits(labels_arr, {"train": train, "val": val, "test": test}, class_names, root,
+                 {"val": val_fraction, "test": test_fraction})
     paths_arr = np.asarray(paths)
 
     def decode(path, label):
