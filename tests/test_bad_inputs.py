@@ -111,6 +111,88 @@ CATALOGUE = [
      ConfigError, "/etc/passwd"),
     ("verify-not-a-run", lambda t: __import__("tfimgopt.pipeline.steps", fromlist=["x"]).verify_run(str(t)),
      ConfigError, "No report.json"),
+    # round 2 (issue 16): data rules
+    ("arrays-float-overshoot", lambda t: _data().load_dataset((np.full((40, 4, 4), 1.0001, np.float32),
+                                                                np.arange(40) % 2)), DataError, r"max=1.0001"),
+    ("arrays-float-minus-one", lambda t: _data().load_dataset((np.full((40, 4, 4), -1.0, np.float32),
+                                                               np.arange(40) % 2)), DataError, r"min=-1"),
+    ("arrays-float-standardized", lambda t: _data().load_dataset((np.random.default_rng(0).normal(size=(40, 4, 4)),
+                                                                  np.arange(40) % 2)), DataError, r"Rescale them"),
+    ("arrays-float-over-255", lambda t: _data().load_dataset((np.full((40, 4, 4), 256.0), np.arange(40) % 2)),
+     DataError, r"max=256"),
+    ("arrays-label-gap", lambda t: _data().load_dataset((np.zeros((40, 4, 4)), np.arange(40) % 2 * 2)), DataError,
+     r"missing \(first: \[1\]\)"),
+    ("arrays-label-million", lambda t: _data().load_dataset((np.zeros((40, 4, 4)), np.r_[np.arange(39) % 2, 10**6])),
+     DataError, r"999,998 label"),
+    ("arrays-label-beyond-names", lambda t: _data().load_dataset(
+        {"train": (np.zeros((40, 4, 4)), np.arange(40) % 3), "class_names": ["a", "b"]}), DataError, "label=2"),
+    ("arrays-ragged", lambda t: _data().load_dataset(([np.zeros((4, 4)), np.zeros((5, 5))], [0, 1])), DataError,
+     "one shape"),
+    ("arrays-object-labels", lambda t: _data().load_dataset((np.zeros((4, 4, 4)), np.array(["a", 1, None, 2],
+                                                                                           dtype=object))),
+     DataError, "numeric arrays"),
+    ("arrays-float-labels", lambda t: _data().load_dataset((np.zeros((4, 4, 4)), np.zeros(4))), DataError,
+     "labels must be integers"),
+    ("arrays-class-not-in-train", lambda t: _data().load_dataset((np.zeros((41, 4, 4)), np.r_[np.arange(40) % 2, 2]),
+                                                                test_fraction=0.6, val_fraction=0.0),
+     DataError, "Class '2' has no training image"),
+    ("arrays-empty-val", lambda t: _data().load_dataset((np.zeros((10, 4, 4)), np.arange(10) % 2)), DataError,
+     "The val split of arrays is empty"),
+    ("arrays-empty-test", lambda t: _data().load_dataset((np.zeros((4, 4, 4)), np.arange(4) % 2), val_fraction=0,
+                                                         test_fraction=0.1), DataError, "The test split"),
+    ("image-size-huge", lambda t: _data().load_dataset("digits", image_size=100_000), DataError, "image_size=100000"),
+    ("image-size-pair-huge", lambda t: _data().load_dataset("digits", image_size=(8, 5000)), DataError, "5000"),
+    ("image-size-negative", lambda t: _data().load_dataset("digits", image_size=-3), DataError, "image_size=-3"),
+    ("folder-only-empty-classes", lambda t: (_mkdirs(t, "a", "b"), _data().load_dataset(str(t)))[1], DataError,
+     "No readable image files"),
+    ("folder-only-hidden", lambda t: (_mkdirs(t, ".git", "__MACOSX"), _data().load_dataset(str(t)))[1], DataError,
+     "no class subfolders"),
+    # round 2: model files and run folders are untrusted
+    ("load-missing", lambda t: _pipeline().load_model(str(t / "none.keras")), ConfigError, "none.keras"),
+    ("load-not-a-model", lambda t: (_write(t / "x.keras", b"hello"), _pipeline().load_model(str(t / "x.keras")))[1],
+     ConfigError, "Not a Keras model file"),
+    ("load-hdf5-renamed", lambda t: (_write(t / "x.keras", b"\x89HDF\r\n\x1a\n" + bytes(100)),
+                                     _pipeline().load_model(str(t / "x.keras")))[1], ConfigError, "it is an HDF5 file"),
+    ("load-savedmodel-dir", lambda t: (_mkdirs(t, "sm"), _pipeline().load_model(str(t / "sm")))[1], ConfigError,
+     "SavedModel folder"),
+    ("load-zip-bomb", lambda t: _pipeline().load_model(_bomb(t)), ConfigError, "expands to"),
+    ("load-path-not-str", lambda t: _pipeline().load_model(42), ConfigError, "model=42"),
+    ("run-out-links-outside", lambda t: _run_with_link(t), ConfigError, "symbolic link"),
+    ("run-out-unwritable", lambda t: _pipeline().run(_pipeline().load_config(overrides=["out_dir=/proc/no/run"])),
+     TfimgoptError, "Cannot write /proc/no/run"),
+    ("write-name-too-long", lambda t: _io().check_writable(str(t / ("a" * 250 + ".tflite"))), ConfigError,
+     "Choose a shorter name"),
+    ("write-disk-full", lambda t: _disk_full(t), TfimgoptError, "No space left on device"),
+    ("verify-empty-report", lambda t: (_write(t / "report.json", b'{"artifacts": [], "variants": []}'),
+                                       _pipeline().verify_run(str(t)))[1], TfimgoptError, "lists no artifacts"),
+    ("verify-not-json", lambda t: (_write(t / "report.json", b"{"), _pipeline().verify_run(str(t)))[1],
+     TfimgoptError, "not valid JSON"),
+    ("verify-json-list", lambda t: (_write(t / "report.json", b"[1]"), _pipeline().verify_run(str(t)))[1],
+     TfimgoptError, "not a JSON object"),
+    ("verify-bad-variants", lambda t: (_write(t / "report.json", json.dumps(
+        {"artifacts": [{"path": "a", "sha256": "0", "bytes": 1}], "variants": "x"}).encode()),
+        _pipeline().verify_run(str(t)))[1], TfimgoptError, "lists no variants"),
+    ("verify-artifact-escapes", lambda t: (_write(t / "report.json", json.dumps(
+        {"artifacts": [{"path": "../../etc/passwd", "sha256": "0", "bytes": 1}],
+         "variants": [{"variant": "v", "path": "tflite/v.tflite"}]}).encode()),
+        _pipeline().verify_run(str(t)))[1], TfimgoptError, "outside the run folder"),
+    ("tflite-wrong-size", lambda t: _litert().TFLiteRunner(_tiny_tflite(t)).predict(np.zeros((1, 4, 4, 1))),
+     DataError, r"takes images of shape \(8, 8, 1\)"),
+    ("tflite-crash-isolated", lambda t: _litert().run_isolated(_corrupt_tflite(t), np.zeros((1, 8, 8, 1))),
+     DataError, "LiteRT failed on the file"),
+    ("registry-duplicate-exporter", lambda t: _export().register_exporter(_export().get_exporter("int8")),
+     ConfigError, "registered already"),
+    ("registry-unknown-exporter", lambda t: _export().get_exporter("int4"), ConfigError, "did you mean"),
+    ("registry-unknown-technique", lambda t: __import__("tfimgopt.compress", fromlist=["x"]).get_technique("prun"),
+     ConfigError, "did you mean 'prune'"),
+    ("registry-unknown-stage", lambda t: _pipeline().get_stage("distil"), ConfigError, "did you mean 'distill'"),
+    ("registry-bad-technique-result", lambda t: __import__("tfimgopt.compress", fromlist=["x"]).register_technique(
+        __import__("tfimgopt.compress", fromlist=["x"]).Technique("x", "", 1, (), None, None, result="file")),
+     ConfigError, "result='file'"),
+    ("selection-without-reference", lambda t: _pipeline().select_variant(
+        [{"variant": "a", "accuracy": 1.0}], "size", 1.0), ConfigError, "Exactly one row must be marked reference"),
+    ("config-unknown-export-mode", lambda t: _pipeline().load_config(overrides=['export.modes=["float32", "int4"]']),
+     ConfigError, "int4"),
 ]
 
 
@@ -118,6 +200,56 @@ def _junk(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(b"PK\x03\x04 definitely not a keras archive")
     return str(path)
+
+
+def _io():
+    from tfimgopt import _io as m
+
+    return m
+
+
+def _litert():
+    from tfimgopt import _litert as m
+
+    return m
+
+
+def _mkdirs(root, *names):
+    for name in names:
+        (root / name).mkdir(parents=True, exist_ok=True)
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+
+
+def _bomb(root):
+    import zipfile
+
+    with zipfile.ZipFile(root / "bomb.keras", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model.weights.h5", bytes(40 << 20))
+    return str(root / "bomb.keras")
+
+
+def _run_with_link(root):
+    out = root / "run"
+    (out / "stages").mkdir(parents=True)
+    (out / "config.json").write_text("{}")
+    (out / "models").symlink_to(root)
+    return _pipeline().run(_pipeline().load_config(overrides=[f"out_dir={out}"]))
+
+
+def _disk_full(root):
+    import errno
+
+    with _io().atomic_path(root / "x.tflite"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _tiny_tflite(root):
+    blob = _export().export_tflite(_tiny_model(), "float32")
+    (root / "tiny.tflite").write_bytes(blob)
+    return str(root / "tiny.tflite")
 
 
 def _data():
@@ -187,6 +319,9 @@ CLI_CASES = [
     (["export", "m.keras", "-o", "out.tflite"], "m.keras"),
     (["augment-preview", "--policy", "[{op: random_hue, factor: 2}]"], "factor=2"),
     (["verify", "/no/run"], "No report.json"),
+    (["export", "m.keras", "-o", "a" * 250 + ".tflite"], "Choose a shorter name"),
+    (["run", "--out", "/proc/no/run"], "Cannot write /proc/no/run"),
+    (["evaluate", "--image-size", "9999", "x.keras"], "image_size"),
 ]
 
 
@@ -200,7 +335,7 @@ def test_cli_bad_flags_exit_2_with_the_value(argv, fragment, capsys, tmp_path, m
 
 
 def test_sweep_size():
-    assert len(CATALOGUE) + len(CLI_CASES) >= 55
+    assert len(CATALOGUE) + len(CLI_CASES) >= 55 + 40  # round 2 (issue 16) added 40 or more
 
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),

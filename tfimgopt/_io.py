@@ -11,6 +11,48 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 
+def _storage_error(path: str, err: OSError):
+    from tfimgopt.errors import StorageError
+
+    reason = os.strerror(err.errno) if err.errno else str(err)
+    return StorageError(err.errno or 0, f"Cannot write {path}: {reason}. Free some space or choose a writable "
+                                        f"folder; nothing already written was changed. Received: path={path!r}")
+
+
+# The temporary name is `.{stem}.tmp-` + 8 random characters + the extension.
+_TMP_EXTRA = len(".") + len(".tmp-") + 8
+
+
+def check_writable(path: str | os.PathLike) -> str:
+    """Makes `path`'s folder and checks a file can be written there under `path`'s name (and
+    its temporary name) before any work is done; returns the folder.
+
+    Raises:
+        StorageError: a folder that cannot be made or written to.
+        ConfigError: a name too long for the file system once the temporary suffix is added.
+    """
+    from tfimgopt.errors import ConfigError, received
+
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise _storage_error(path, err) from None
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    name = len(os.fsencode(os.path.basename(path)))
+    if name + _TMP_EXTRA > limit:
+        raise ConfigError(f"The file name is {name} bytes; this file system takes {limit}, and writing it safely "
+                          f"needs {_TMP_EXTRA} more for a temporary name. Choose a shorter name. "
+                          f"{received('path', path)}")
+    if not os.access(folder, os.W_OK):
+        raise _storage_error(path, PermissionError(13, "Permission denied"))
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yields a temporary path beside `path`; moves it into place only on success.
@@ -19,22 +61,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     format from it. A crash leaves at most a stray `.tmp-*` file, never a torn artifact.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    base = os.path.basename(path)
-    stem, ext = os.path.splitext(base)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=ext, dir=folder)
+    folder = check_writable(path)
+    stem, ext = os.path.splitext(os.path.basename(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=ext, dir=folder)
+    except OSError as err:
+        raise _storage_error(path, err) from None
     os.close(fd)
     os.remove(tmp)  # writers such as Keras refuse to overwrite or want to create it
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:  # disk full or a folder gone read-only mid-write
+            raise _storage_error(path, err) from None
         if os.path.isdir(tmp):
             if os.path.isdir(path):
                 shutil.rmtree(path)
         else:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:
+            raise _storage_error(path, err) from None
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -172,7 +221,10 @@ def claim_run_folder(out: str | os.PathLike) -> Iterator[None]:
     refuse_links(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"The run folder must be a folder; this path is a file. {received('out_dir', out)}")
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise _storage_error(out, err) from None
     marker = os.path.join(out, RUN_MARKER)
     ours = os.path.isfile(marker) or (os.path.isfile(os.path.join(out, "config.json"))
                                       and os.path.isdir(os.path.join(out, "stages")))
@@ -180,7 +232,10 @@ def claim_run_folder(out: str | os.PathLike) -> Iterator[None]:
         raise ConfigError(
             "The run folder is not empty and was not made by tfimgopt, so nothing in it is touched: choose a new "
             f"or empty folder (--out). {received('out_dir', out)}")
-    fd = os.open(os.path.join(out, _LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(os.path.join(out, _LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise _storage_error(out, err) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

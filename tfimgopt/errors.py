@@ -34,6 +34,10 @@ class VerificationError(TfimgoptError):
     """A run folder's artifacts do not match what its report recorded."""
 
 
+class StorageError(TfimgoptError, OSError):
+    """A file or folder that cannot be written: disk full, read-only, no permission, name too long."""
+
+
 class EnvironmentProblem(TfimgoptError, RuntimeError):
     """Installed packages that cannot work together (found before TensorFlow loads); the message gives the fix."""
 

@@ -21,6 +21,7 @@ __all__ = ["VERIFY_FILE", "VerificationError", "distill_step", "evaluate_step", 
 def _check_output(path: str, suffixes: tuple[str, ...]) -> str:
     if not isinstance(path, str) or not path.endswith(suffixes):
         raise ConfigError(f"The output file must end in {' or '.join(suffixes)}. {received('output', path)}")
+    _io.check_writable(path)  # before the training or conversion, not after it
     return path
 
 

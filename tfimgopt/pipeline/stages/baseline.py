@@ -23,6 +23,7 @@ def train_classifier(
     from tfimgopt import _io
     from tfimgopt.training import train
 
+    _io.check_writable(model_path)  # a bad output path fails now, not after training
     t = config.train
     info = data.splits.info
 
