@@ -77,3 +77,21 @@ def test_backups_from_other_inputs_are_removed_before_a_stage_resumes(tmp_path):
     (work / "backup").write_text("epoch 1 of this very stage")
     ctx.work_dir("baseline")  # same fingerprint: the backup stays for the resume
     assert (work / "backup").exists()
+
+
+def test_the_data_fingerprint_follows_every_data_setting_and_the_seed(tmp_path):
+    from tfimgopt.pipeline.config import DataConfig
+    from tfimgopt.pipeline.data import data_fingerprint
+
+    base = data_fingerprint(DataConfig(), 0)
+    assert data_fingerprint(DataConfig(), 0) == base
+    assert data_fingerprint(DataConfig(), 1) != base  # a new seed re-splits the data
+    for key, value in {"image_size": 48, "channels": 3, "batch_size": 8, "val_fraction": 0.2, "test_fraction": 0.3,
+                       "unlabelled_fraction": 0.5}.items():
+        assert data_fingerprint(DataConfig(**{key: value}), 0) != base, key
+    folder = tmp_path / "photos" / "a"
+    folder.mkdir(parents=True)
+    (folder / "1.png").write_bytes(b"x")
+    before = data_fingerprint(DataConfig(source=str(tmp_path / "photos")), 0)
+    (folder / "1.png").write_bytes(b"xy")  # an edited image
+    assert data_fingerprint(DataConfig(source=str(tmp_path / "photos")), 0) != before
