@@ -1,4 +1,4 @@
-"""Test set-up: quiet logs, Keras 2, and two logical CPUs for distribution tests.
+"""Test set-up: quiet logs, the default Keras (3) for `tf.keras`, and two logical CPUs for distribution tests.
 
 Logical devices must be configured before TensorFlow initializes its runtime, so this
 happens here, once, at import time of the test session.
@@ -7,7 +7,9 @@ happens here, once, at import time of the test session.
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# No TF_USE_LEGACY_KERAS: the suite runs as a Keras 3 project would, with `tf.keras` meaning
+# Keras 3 (TensorFlow 2.20+'s default); tfimgopt takes Keras 2 from tf_keras itself.
+os.environ.pop("TF_USE_LEGACY_KERAS", None)
 # The notebooks and subprocess tests read this to pick their smallest sizes.
 os.environ.setdefault("TFIMGOPT_SMOKE", "1")
 

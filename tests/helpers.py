@@ -6,8 +6,10 @@ import sys
 
 
 def run_python(code: str, *, env: dict | None = None, timeout: int = 300, cwd: str | None = None):
-    """Runs `code` in a fresh Python process; returns the CompletedProcess."""
+    """Runs `code` in a fresh Python process; returns the CompletedProcess. An `env` value of
+    None removes that variable."""
     full_env = {**os.environ, **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
         env=full_env, cwd=cwd,

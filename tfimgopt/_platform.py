@@ -132,7 +132,8 @@ def find_problems(
         python: (major, minor) of the interpreter; default: this one.
         tpu_visible: Whether this host shows a TPU; default: `bool(tpu_hints())`.
         gencode: The protobuf version tensorflow-metadata needs; default: read it.
-        legacy_keras_env: The value of TF_USE_LEGACY_KERAS; default: this process's.
+        legacy_keras_env: Ignored (kept for callers): tfimgopt takes Keras 2 from `tf_keras`
+            directly, so whichever Keras `tf.keras` means in this process does not matter.
 
     Returns:
         A list of `Finding`s, empty when nothing known is wrong.
@@ -140,7 +141,6 @@ def find_problems(
     python = python or sys.version_info[:2]
     tpu_visible = bool(tpu_hints()) if tpu_visible is None else tpu_visible
     gencode = protobuf_gencode_needed() if gencode is None else gencode
-    legacy = os.environ.get("TF_USE_LEGACY_KERAS") if legacy_keras_env is None else legacy_keras_env
     found = []
     low, high = SUPPORTED_PYTHON
     if not low <= python <= high:
@@ -167,11 +167,6 @@ def find_problems(
             f"tf-keras {tfk} does not match TensorFlow {tf_ver}: each tf-keras release is built for one "
             "TensorFlow minor version.",
             f"pip install 'tf-keras~={minor(tf_ver)}.0'",
-        ))
-    if legacy and legacy not in LEGACY_KERAS_VALUES:
-        found.append(Finding(
-            f"TF_USE_LEGACY_KERAS={legacy!r} asks TensorFlow for Keras 3, but TFMOT needs Keras 2 (tf_keras).",
-            "unset TF_USE_LEGACY_KERAS (tfimgopt sets it to 1) or set it to 1 before TensorFlow is imported.",
         ))
     libtpu = versions.get("libtpu")
     tpu_build = versions.get("tensorflow-tpu")
@@ -203,20 +198,33 @@ def find_problems(
     return found
 
 
+# Variables `prepare_environment` set only for TensorFlow's own start-up; `restore_environment`
+# takes them back once TensorFlow is imported, so child processes inherit nothing of ours.
+_STARTUP_ONLY: list[str] = []
+
+
 def prepare_environment() -> None:
     """Runs at `import tfimgopt`, before TensorFlow loads; cheap (package metadata only), never raises.
 
-    Asks TensorFlow for Keras 2 unless the environment already chose (compat then refuses
-    Keras 3 clearly), quiets TensorFlow's C++ start-up chatter, and keeps a TPU build of
-    TensorFlow from loading libtpu on a host that shows no TPU, where the import would
-    wait for TPU workers or abort.
+    The process-wide changes are the minimum: nothing about Keras (tfimgopt imports Keras 2
+    from `tf_keras` itself, so `tf.keras` keeps meaning what the project chose, Keras 3 by
+    default); `TF_CPP_MIN_LOG_LEVEL=2` (if unset) only while TensorFlow starts, taken back
+    afterwards; and, only on a host with a TPU build of TensorFlow but no TPU in sight,
+    `TPU_LOAD_LIBRARY=0`, which stays (a child process importing TensorFlow there would
+    otherwise wait for TPU workers or abort).
     """
-    if not os.environ.get("TF_USE_LEGACY_KERAS"):
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        _STARTUP_ONLY.append("TF_CPP_MIN_LOG_LEVEL")
     versions = installed_versions(("tensorflow-tpu", "libtpu"))
     if (versions["tensorflow-tpu"] or versions["libtpu"]) and not tpu_hints():
         os.environ.setdefault("TPU_LOAD_LIBRARY", "0")
+
+
+def restore_environment() -> None:
+    """Takes back the start-up-only variables once TensorFlow is imported (`compat` calls it)."""
+    while _STARTUP_ONLY:
+        os.environ.pop(_STARTUP_ONLY.pop(), None)
 
 
 def check_before_tensorflow_import() -> list[Finding]:

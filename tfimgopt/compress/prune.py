@@ -6,9 +6,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-import tensorflow_model_optimization as tfmot
-
 from tfimgopt.compat import keras, tf
+from tfimgopt.compress._tfmot import tfmot
 from tfimgopt.errors import ConfigError, received
 
 logger = logging.getLogger(__name__)

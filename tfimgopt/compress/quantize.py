@@ -6,9 +6,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import tensorflow_model_optimization as tfmot
-
 from tfimgopt.compat import keras, tf
+from tfimgopt.compress._tfmot import tfmot
 from tfimgopt.compress.prune import check_graph_model, copy_weights, matches_layer
 from tfimgopt.errors import QuantizationError
 
