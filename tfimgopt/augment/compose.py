@@ -349,6 +349,11 @@ def augmented_model(model: keras.Model, augmentation) -> keras.Model:
     """
     if augmentation.takes_labels:
         raise ConfigError("MixUp/CutMix need the labels and cannot run inside the model; use placement='data'.")
+    from tfimgopt.keras3 import as_tf_keras
+
+    model = as_tf_keras(model, "augmented_model")  # a Keras 3 model inside a tf_keras one would not train
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"augmented_model needs a tf_keras model. Received: model of type {type(model).__name__}")
     inputs = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="images")
     outputs = model(augmentation(inputs))
     return keras.Model(inputs, outputs, name=f"{model.name}_augmented")

@@ -32,7 +32,7 @@ def check_graph_model(model: Any, what: str) -> None:
     if type(model).__module__.startswith("keras") and hasattr(model, "layers"):
         raise ConfigError(
             f"{what} needs a tf_keras model, and this is a Keras 3 model; convert it first with "
-            f"tfimgopt.compress.from_keras3(model). Received: model of type {type(model).__name__}"
+            f"tfimgopt.keras3.from_keras3(model). Received: model of type {type(model).__name__}"
         )
     raise ConfigError(
         f"{what} needs a Sequential or functional tf_keras model: TFMOT rewrites the layer graph, "
@@ -156,6 +156,9 @@ def prune(
         >>> pruned = prune(model, 0.8, end_step=500)
         >>> # pruned.model.compile(...); pruned.model.fit(..., callbacks=pruned.callbacks)
     """
+    from tfimgopt.keras3 import as_tf_keras
+
+    model = as_tf_keras(model, "prune")
     check_graph_model(model, "prune")
     if isinstance(target_sparsity, bool) or not isinstance(target_sparsity, int | float) or not (
         0.0 <= target_sparsity < 1.0

@@ -95,6 +95,9 @@ def quantize_aware(
         >>> from tfimgopt.models import create_model
         >>> qat = quantize_aware(create_model("small_cnn", (32, 32, 1), 10))
     """
+    from tfimgopt.keras3 import as_tf_keras
+
+    model = as_tf_keras(model, "quantize_aware")
     check_graph_model(model, "quantize_aware")
     if preserve_sparsity is None:
         from tfimgopt.compress.prune import sparsity_report

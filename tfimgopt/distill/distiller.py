@@ -117,11 +117,18 @@ class Distiller(keras.Model):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        from tfimgopt.keras3 import as_logits, as_tf_keras
+
+        teacher, student = (as_tf_keras(m, f"Distiller ({name})") for name, m in (("teacher", teacher),
+                                                                                 ("student", student)))
         for name, model in (("teacher", teacher), ("student", student)):
             if not isinstance(model, keras.Model):
                 raise ConfigError(
-                    f"{name} must be a tf_keras Model. Received: {name} of type {type(model).__name__}"
+                    f"{name} must be a tf_keras Model (Keras 3 models are converted with "
+                    f"tfimgopt.keras3.from_keras3). Received: {name} of type {type(model).__name__}"
                 )
+        # Distillation compares temperature-softened logits: softmax outputs are turned back into logits.
+        teacher, student = as_logits(teacher, "Distiller (teacher)"), as_logits(student, "Distiller (student)")
         if teacher.output_shape[-1] != student.output_shape[-1]:
             raise ConfigError(
                 "teacher and student must output the same number of classes. "

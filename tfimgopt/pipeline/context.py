@@ -53,14 +53,48 @@ def _kind(path: str) -> str:
     return "keras" if zipfile.is_zipfile(path) else "unknown"
 
 
+def _saved_by_keras3(path: str) -> bool:
+    """Whether a `.keras` archive was written by Keras 3 (its metadata.json says so)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("metadata.json") as f:
+            return str(json.loads(f.read(1 << 16)).get("keras_version", "")).startswith("3.")
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return False
+
+
+def _load_keras3(path: str, safe_mode: bool) -> keras.Model:
+    """A Keras 3 `.keras` file: loaded by Keras 3 (safe mode as asked), then rebuilt in tf_keras."""
+    import keras as keras3
+
+    from tfimgopt.keras3 import as_tf_keras
+
+    try:
+        model = keras3.saving.load_model(path, safe_mode=bool(safe_mode), compile=False)
+    except ValueError as err:
+        if "safe_mode" in str(err) or "lambda" in str(err).lower():
+            raise ConfigError(
+                f"Refused to load {path}: it contains a Lambda layer or other stored code, which could run "
+                "arbitrary Python. Load it with safe_mode=False (CLI: --unsafe) only if you trust the file. "
+                f"Received: model={path!r}") from None
+        raise ConfigError(f"Cannot load the Keras 3 model file: {err}. Received: model={path!r}") from None
+    except (OSError, KeyError, TypeError) as err:
+        raise ConfigError(f"Not a readable Keras 3 model file ({type(err).__name__}: {err}). "
+                          f"Received: model={path!r}") from None
+    return as_tf_keras(model, f"loading {os.path.basename(path)}")
+
+
 def load_model(path: str, *, safe_mode: bool = True) -> keras.Model:
     """Loads a model file (safe mode by default: nothing stored in the file runs).
 
     In safe mode only `.keras` archives are accepted, and Keras refuses Lambda layers and
-    other stored code in them. HDF5 files (`.h5`, or HDF5 bytes under any name) and
-    SavedModel folders go through loaders that run a Lambda layer's stored code while
-    loading, so they are refused unless `safe_mode=False`. The archive's member sizes are
-    checked before anything is extracted.
+    other stored code in them. A `.keras` file written by Keras 3 is loaded by Keras 3 and
+    rebuilt in tf_keras (`tfimgopt.keras3.from_keras3`, outputs checked equal). HDF5 files
+    (`.h5`, or HDF5 bytes under any name) and SavedModel folders go through loaders that run
+    a Lambda layer's stored code while loading, so they are refused unless `safe_mode=False`.
+    The archive's member sizes are checked before anything is extracted.
 
     Args:
         path: A `.keras` file (or, with `safe_mode=False`, an `.h5` file or SavedModel folder).
@@ -84,6 +118,8 @@ def load_model(path: str, *, safe_mode: bool = True) -> keras.Model:
             f"safe_mode=False (CLI: --unsafe) only if you trust the file. Received: model={path!r}")
     if kind == "keras":
         _check_archive(path)
+        if _saved_by_keras3(path):
+            return _load_keras3(path, safe_mode)
     try:
         return keras.models.load_model(path, safe_mode=bool(safe_mode))
     except ValueError as err:

@@ -140,8 +140,20 @@ def train(
         raise ConfigError(f"epochs must be a positive int. {received('epochs', epochs)}")
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        if not isinstance(model, keras.Model):
+        from tfimgopt.compat import is_keras3
+        from tfimgopt.keras3 import as_logits, as_tf_keras
+
+        if not isinstance(model, keras.Model) and not is_keras3(model):
+            if not callable(model):
+                raise ConfigError(f"train takes a model or a function that builds one. "
+                                  f"Received: model of type {type(model).__name__}")
             model = model()
+        model = as_tf_keras(model, "train")
+        if not isinstance(model, keras.Model):
+            raise ConfigError(f"train needs a tf_keras model (a Keras 3 model is converted with from_keras3). "
+                              f"Received: model of type {type(model).__name__}")
+        if compile_model and loss is None:
+            model = as_logits(model, "train")  # the default loss is cross-entropy on logits
         if compile_model:
             model.compile(
                 optimizer=make_optimizer(optimizer, learning_rate),
