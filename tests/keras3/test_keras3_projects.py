@@ -146,3 +146,13 @@ def test_an_unconvertible_layer_is_named_with_what_to_do():
         from tfimgopt.training import train
 
         train(model, tf.data.Dataset.from_tensor_slices((np.zeros((2, 4)), [0, 1])).batch(2), verbose=0)
+
+
+def test_export_and_verify_take_a_keras3_model_directly(tmp_path):
+    from tfimgopt.export import export_tflite, verify_tflite
+
+    model = _k3_cnn()
+    x = _x(8)
+    blob = export_tflite(model, "float32", path=str(tmp_path / "k3.tflite"))
+    assert verify_tflite(blob, model, x)["passed"]
+    assert verify_tflite(export_tflite(model, "int8", representative_data=x), model, x)["mode"] == "int8"

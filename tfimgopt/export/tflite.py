@@ -79,10 +79,12 @@ def _converter(model: keras.Model) -> tf.lite.TFLiteConverter:
     """
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         return tf.lite.TFLiteConverter.from_keras_model(model)
-    spec = tf.TensorSpec([None, *model.input_shape[1:]], model.inputs[0].dtype, name=model.input_names[0])
-    output = model.output_names[0]
+    # Keras 3 models have no input_names and hold their tf.Variables inside keras Variables.
+    input_name = (getattr(model, "input_names", None) or [model.inputs[0].name])[0]
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], model.inputs[0].dtype, name=input_name)
+    output = (getattr(model, "output_names", None) or [model.outputs[0].name])[0]
     module = tf.Module()
-    module.weights = list(model.weights)
+    module.weights = [getattr(w, "value", w) if not isinstance(w, tf.Variable) else w for w in model.weights]
     module.serve = tf.function(lambda image: {output: model(image, training=False)}, input_signature=[spec])
     return tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
 
