@@ -28,9 +28,10 @@ KERAS_VERSION: str = keras.__version__
 
 
 def is_keras3(obj: object) -> bool:
-    """True for a Keras 3 object (model, layer, tensor): its class lives in the `keras` package."""
-    module = type(obj).__module__ or ""
-    return module == "keras" or module.startswith("keras.")
+    """True for a Keras 3 object (model, layer, tensor), subclasses included: a class in its
+    MRO lives in the `keras` package (tf_keras's live in `tf_keras`)."""
+    return any((c.__module__ or "") == "keras" or (c.__module__ or "").startswith("keras.")
+               for c in type(obj).__mro__)
 
 
 __all__ = ["KERAS_VERSION", "KerasVersionError", "is_keras3", "keras", "tf"]

@@ -46,7 +46,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _translate_layer(layer: Any) -> keras.layers.Layer:
+def _translate_layer(layer: Any, *, linear: bool = False) -> keras.layers.Layer:
     name = type(layer).__name__
     cls = getattr(keras.layers, name, None)
     if cls is None:
@@ -58,6 +58,8 @@ def _translate_layer(layer: Any) -> keras.layers.Layer:
     config = dict(layer.get_config())
     accepted = set(inspect.signature(cls.__init__).parameters) | _BASE_KEYS
     kwargs = {k: _plain(v) for k, v in config.items() if k in accepted}
+    if linear:
+        kwargs["activation"] = "linear"
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
@@ -85,14 +87,19 @@ def _rebuild(model: Any, inputs: list, pairs: list) -> list:
             "from_keras3 rebuilds Sequential and functional models (nested ones included); a subclassed model's "
             f"graph is not visible. Rebuild it as a functional model. Received: model of type {type(model).__name__}")
     tensors: dict[int, Any] = {id(t): new for t, new in zip(model.inputs, inputs, strict=True)}
-    for old in model.layers:
+    # `operations` (not `layers`) also holds tensor ops written as `x + 3.0` in the model code.
+    for old in getattr(model, "operations", model.layers):
         if isinstance(old, keras3.layers.InputLayer):
             continue
         for node in old._inbound_nodes:
             node_inputs = node.input_tensors
-            if not all(id(t) in tensors for t in node_inputs):
+            if not node_inputs or not all(id(t) in tensors for t in node_inputs):
                 continue  # a call from outside this model
-            outs = _apply(old, [tensors[id(t)] for t in node_inputs], pairs)
+            args = [tensors[id(t)] for t in node_inputs]
+            if isinstance(old, keras3.layers.Layer):
+                outs = _apply(old, args, pairs)
+            else:
+                outs = [_apply_op(old, node, tensors)]
             for old_t, new_t in zip(node.output_tensors, outs, strict=True):
                 tensors[id(old_t)] = new_t
     missing = [t for t in model.outputs if id(t) not in tensors]
@@ -104,13 +111,63 @@ def _rebuild(model: Any, inputs: list, pairs: list) -> list:
     return [tensors[id(t)] for t in model.outputs]
 
 
+# Keras 3 activations tf_keras cannot deserialize, or defines differently (Keras 3's
+# hard_sigmoid is relu6(x + 3) / 6; tf_keras's is clip(0.2 x + 0.5)): built from layers TFMOT
+# can quantize. hard_sigmoid(x) = clip(x / 6 + 1/2, 0, 1); hard_silu(x) = x * hard_sigmoid(x).
+_LAYER_ACTIVATIONS = ("hard_silu", "hard_swish", "hard_sigmoid")
+
+
+def _activation_name(layer: Any) -> str | None:
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", None)
+    return name if name in _LAYER_ACTIVATIONS else None
+
+
+def _hard_activation(x: Any, name: str, prefix: str) -> Any:
+    gate = keras.layers.Rescaling(1 / 6, offset=0.5, name=f"{prefix}_hard_sigmoid_scale")(x)
+    gate = keras.layers.ReLU(max_value=1.0, name=f"{prefix}_hard_sigmoid")(gate)
+    if name == "hard_sigmoid":
+        return gate
+    return keras.layers.Multiply(name=f"{prefix}_hard_silu")([x, gate])
+
+
 def _apply(old: Any, args: list, pairs: list) -> list:
     if isinstance(old, _keras3().Model):
         return _rebuild(old, args, pairs)
-    new = _translate_layer(old)
+    special = _activation_name(old)
+    if special is not None and type(old).__name__ == "Activation":
+        return [_hard_activation(args[0], special, old.name)]
+    new = _translate_layer(old, linear=special is not None)
     pairs.append((old, new))
     out = new(args[0] if len(args) == 1 else args)
-    return list(out) if isinstance(out, list | tuple) else [out]
+    outs = list(out) if isinstance(out, list | tuple) else [out]
+    if special is not None:  # e.g. Conv2D(activation="hard_silu"): the layer, then the activation
+        outs = [_hard_activation(outs[0], special, old.name)]
+    return outs
+
+
+_OP_LAYERS = {"Add": "Add", "Multiply": "Multiply", "Subtract": "Subtract"}
+
+
+def _apply_op(op: Any, node: Any, tensors: dict) -> Any:
+    """A tensor op of a Keras 3 graph (`x + 3.0`, `x * (1 / 6)`, `x + y`) as a tf_keras layer."""
+    kind = type(op).__name__
+    args = list(node.arguments.args)
+    is_tensor = [id(a) in tensors for a in args]
+    if len(args) == 2 and all(is_tensor) and kind in _OP_LAYERS:
+        return getattr(keras.layers, _OP_LAYERS[kind])(name=op.name)([tensors[id(a)] for a in args])
+    if len(args) == 2 and sum(is_tensor) == 1 and isinstance(args[1 - is_tensor.index(True)], int | float):
+        x, c = tensors[id(args[is_tensor.index(True)])], float(args[1 - is_tensor.index(True)])
+        tensor_first = is_tensor[0]
+        scale_offset = {"Add": (1.0, c), "Multiply": (c, 0.0), "Subtract": (1.0, -c) if tensor_first else (-1.0, c),
+                        "TrueDivide": (1.0 / c, 0.0) if tensor_first and c else None,
+                        "Divide": (1.0 / c, 0.0) if tensor_first and c else None}.get(kind)
+        if scale_offset is not None:
+            return keras.layers.Rescaling(scale_offset[0], offset=scale_offset[1], name=op.name)(x)
+    raise ConfigError(
+        f"from_keras3 cannot rebuild the tensor operation {op.name!r} ({kind} of {len(args)} argument(s)) in "
+        "tf_keras. Write it as a layer (keras.layers.Add, Multiply, Rescaling...). "
+        f"Received: operation={op.name!r}")
 
 
 def _random_input(model: Any, batch: int = 4) -> np.ndarray:
@@ -155,7 +212,11 @@ def from_keras3(model: Any, *, check: bool = True) -> keras.Model:
     keras3 = _keras3()
     if not isinstance(model, keras3.Model):
         raise ConfigError(f"from_keras3 takes a Keras 3 model. Received: model of type {type(model).__name__}")
-    if not model.inputs:
+    if not (isinstance(model, keras3.Sequential) or _is_functional(model)):
+        raise ConfigError(
+            "from_keras3 rebuilds Sequential and functional models (nested ones included); a subclassed model's "
+            f"graph is not visible. Rebuild it as a functional model. Received: model of type {type(model).__name__}")
+    if not getattr(model, "inputs", None):
         raise ConfigError(f"from_keras3 needs a built model with known inputs. Received: model={model.name!r}")
     pairs: list = []
     inputs = [keras.Input(t.shape[1:], name=t.name) for t in model.inputs]

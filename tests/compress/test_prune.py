@@ -150,8 +150,16 @@ def test_subclassed_and_keras3_models_rejected_with_advice():
         quantize_aware(_Subclassed())
     import keras as keras3
 
-    with pytest.raises(ConfigError, match="Keras 3 model"):
-        prune(keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)]), 0.5)
+    # A Keras 3 graph model is converted (see tests/keras3); a subclassed one is refused naming from_keras3.
+    assert prune(keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(8), keras3.layers.Dense(2)]), 0.5,
+                 skip=[]).pruned_layers
+
+    class Subclassed3(keras3.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ConfigError, match="prune takes tf_keras models; converting .*from_keras3 failed.*subclassed"):
+        prune(Subclassed3(), 0.5)
 
 
 
