@@ -146,14 +146,17 @@ def quantize_aware(
                 "quantize_aware(model, skip=[name]) or annotate it with a QuantizeConfig."
             ) from None
     low, high = input_range
+    at_input = True  # only the Rescaling layers right after the input see the known image range
     for layer in qat.layers:
         inner = getattr(layer, "layer", None)
         if type(layer).__name__ == "QuantizeLayer":
             _set_range(layer, low, high)
-        elif isinstance(inner, keras.layers.Rescaling):
+        elif isinstance(inner, keras.layers.Rescaling) and at_input:
             # The rescaled range is known exactly: no need to wait for the moving average.
             low, high = sorted((low * inner.scale + inner.offset, high * inner.scale + inner.offset))
             _set_range(layer, low, high)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            at_input = False  # a Rescaling deeper in the network (e.g. inside hard_silu) learns its range
     return qat
 
 
