@@ -7,9 +7,8 @@ Importing tfimgopt is cheap and does not import TensorFlow: it asks TensorFlow f
 
 from __future__ import annotations
 
-import importlib
-
 from tfimgopt import _platform
+from tfimgopt._lazy import lazy_attributes
 from tfimgopt.errors import (
     ConfigError,
     DataError,
@@ -46,16 +45,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tfimgopt' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -189,7 +189,7 @@ def from_keras3(model: Any, *, check: bool = True) -> keras.Model:
     """Rebuilds a Keras 3 Sequential or functional model in tf_keras with the same weights.
 
     TFMOT (pruning, QAT) only accepts tf_keras models. This makes the same architecture
-    from tf_keras layers, flattening nested models (an augmentation block, a backbone used
+    out of tf_keras layers, flattening nested models (an augmentation block, a backbone used
     as one layer), copies every weight and, with `check`, proves the outputs equal on
     random input (relative difference <= 1e-4).
 

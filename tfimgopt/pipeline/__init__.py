@@ -6,8 +6,7 @@ command runs); the other names load their modules on first use (PEP 562).
 
 from __future__ import annotations
 
-import importlib
-
+from tfimgopt._lazy import lazy_attributes
 from tfimgopt.pipeline.config import (
     CompressConfig,
     DataConfig,
@@ -38,16 +37,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tfimgopt.pipeline' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 __all__ = [
