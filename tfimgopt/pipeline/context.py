@@ -65,24 +65,29 @@ def _saved_by_keras3(path: str) -> bool:
         return False
 
 
-def _load_keras3(path: str, safe_mode: bool) -> keras.Model:
-    """A Keras 3 `.keras` file: loaded by Keras 3 (safe mode as asked), then rebuilt in tf_keras."""
-    import keras as keras3
-
-    from tfimgopt.keras3 import as_tf_keras
-
+def _loaded_or_refused(load, path: str, what: str) -> Any:
+    """Runs a Keras loader, turning its errors into one `ConfigError` (stored code refused, or unreadable)."""
     try:
-        model = keras3.saving.load_model(path, safe_mode=bool(safe_mode), compile=False)
+        return load()
     except ValueError as err:
         if "safe_mode" in str(err) or "lambda" in str(err).lower():
             raise ConfigError(
                 f"Refused to load {path}: it contains a Lambda layer or other stored code, which could run "
                 "arbitrary Python. Load it with safe_mode=False (CLI: --unsafe) only if you trust the file. "
                 f"Received: model={path!r}") from None
-        raise ConfigError(f"Cannot load the Keras 3 model file: {err}. Received: model={path!r}") from None
+        raise ConfigError(f"Cannot load the {what}: {err}. Received: model={path!r}") from None
     except (OSError, KeyError, TypeError) as err:
-        raise ConfigError(f"Not a readable Keras 3 model file ({type(err).__name__}: {err}). "
-                          f"Received: model={path!r}") from None
+        raise ConfigError(f"Not a readable {what} ({type(err).__name__}: {err}). Received: model={path!r}") from None
+
+
+def _load_keras3(path: str, safe_mode: bool) -> keras.Model:
+    """A Keras 3 `.keras` file: loaded by Keras 3 (safe mode as asked), then rebuilt in tf_keras."""
+    import keras as keras3
+
+    from tfimgopt.keras3 import as_tf_keras
+
+    model = _loaded_or_refused(lambda: keras3.saving.load_model(path, safe_mode=bool(safe_mode), compile=False),
+                               path, "Keras 3 model file")
     return as_tf_keras(model, f"loading {os.path.basename(path)}")
 
 
@@ -120,19 +125,8 @@ def load_model(path: str, *, safe_mode: bool = True) -> keras.Model:
         _check_archive(path)
         if _saved_by_keras3(path):
             return _load_keras3(path, safe_mode)
-    try:
-        return keras.models.load_model(path, safe_mode=bool(safe_mode))
-    except ValueError as err:
-        if "safe_mode" in str(err) or "Lambda" in str(err):
-            raise ConfigError(
-                f"Refused to load {path}: it contains a Lambda layer or other stored code, which could run "
-                "arbitrary Python. Load it with safe_mode=False (CLI: --unsafe) only if you trust the file. "
-                f"Received: model={path!r}"
-            ) from None
-        raise ConfigError(f"Cannot load the model file: {err}. Received: model={path!r}") from None
-    except (OSError, KeyError, TypeError) as err:
-        raise ConfigError(f"Not a readable Keras model file ({type(err).__name__}: {err}). "
-                          f"Received: model={path!r}") from None
+    return _loaded_or_refused(lambda: keras.models.load_model(path, safe_mode=bool(safe_mode)), path,
+                              "Keras model file")
 
 
 def build_model(name: str, info, options: dict | None, key: str) -> keras.Model:
