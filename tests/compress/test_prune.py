@@ -116,6 +116,41 @@ def test_unquantizable_layer_is_named_and_can_be_skipped():
     assert qat.predict(x, verbose=0).shape == (4, 3)
 
 
+def test_calibration_data_sets_each_activation_range_from_the_float_model(trained_cnn, images):
+    qat = quantize_aware(trained_cnn, calibration_data=images)
+    plain = quantize_aware(trained_cnn)
+    probe = keras.Model(trained_cnn.inputs, [layer.output for layer in trained_cnn.layers[1:]])
+    checked = 0
+    for layer, values in zip(trained_cnn.layers[1:], probe.predict(images, verbose=0), strict=True):
+        wrapper = next((w for w in qat.layers if getattr(getattr(w, "layer", None), "name", None) == layer.name), None)
+        ranges = {v.name.split("/")[-1].split(":")[0]: float(v.numpy()) for v in getattr(wrapper, "weights", [])
+                  if v.shape.rank == 0 and v.name.split("/")[-1].startswith(("output_m", "post_activation_m"))}
+        if not ranges:
+            continue  # folded into the next layer, or no output quantizer
+        low = next(value for key, value in ranges.items() if key.endswith("_min"))
+        high = next(value for key, value in ranges.items() if key.endswith("_max"))
+        assert (low, high) == pytest.approx((min(values.min(), 0), max(values.max(), 0)), rel=1e-5), layer.name
+        checked += 1
+    assert checked >= 3
+    untouched = {v.numpy().item() for v in plain.weights if v.name.split("/")[-1].startswith("post_activation_max")}
+    assert untouched == {6.0}  # TFMOT's initial range, which calibration replaces
+
+
+def test_normalization_stays_float_and_separable_conv_splits_without_name_clashes():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Normalization(mean=[1.0, 2.0, 3.0], variance=[4.0, 4.0, 4.0], name="normalization")(inputs)
+    x = keras.layers.Conv2D(4, 3, name="conv2d")(x)  # the name TFMOT's own split would pick
+    x = keras.layers.SeparableConv2D(4, 3, name="sep")(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    x = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    qat = quantize_aware(model, calibration_data=x)  # ranges from data: [-6, 6] would clip these activations
+    names = [layer.name for layer in qat.layers]
+    assert len(names) == len(set(names)) and "quant_conv2d" in names
+    np.testing.assert_allclose(qat.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0.1, atol=0.1 * np.abs(
+        model.predict(x, verbose=0)).max())
+
+
 class _Subclassed(keras.Model):
     def __init__(self):
         super().__init__()

@@ -34,7 +34,8 @@ def _k3_cnn(softmax=False, name="k3_cnn"):
 
 
 def test_tf_keras_is_keras3_here():
-    assert tf.keras.__name__ == "keras._tf_keras.keras" and keras3.__version__.startswith("3.")
+    # (importing keras-cv re-registers the same module as "tensorflow.keras": ask the classes)
+    assert tf.keras.layers.Dense.__module__.startswith("keras.src.") and keras3.__version__.startswith("3.")
 
 
 def test_train_converts_a_keras3_model_says_so_and_learns(caplog):
@@ -156,27 +157,3 @@ def test_export_and_verify_take_a_keras3_model_directly(tmp_path):
     blob = export_tflite(model, "float32", path=str(tmp_path / "k3.tflite"))
     assert verify_tflite(blob, model, x)["passed"]
     assert verify_tflite(export_tflite(model, "int8", representative_data=x), model, x)["mode"] == "int8"
-
-
-@pytest.mark.parametrize("name", ["MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "ResNet50"])
-def test_keras_applications_convert_equal_and_prune(name):
-    """MobileNetV3's `x + 3`, `* (1/6)` tensor ops and hard_silu become layers TFMOT knows."""
-    from tfimgopt.compress import prune
-
-    kwargs = {"minimalistic": False} if name.startswith("MobileNetV3") else {}
-    model = getattr(keras3.applications, name)(input_shape=(32, 32, 3), weights=None, classes=5, **kwargs)
-    rebuilt = from_keras3(model)
-    x = _x(2, 32, 3)
-    want = np.asarray(model(x, training=False))
-    np.testing.assert_allclose(rebuilt(x, training=False).numpy(), want, rtol=1e-4, atol=1e-6)
-    assert prune(rebuilt, 0.5).pruned_layers
-
-
-def test_mobilenet_v3_builds_for_quantization_aware_training():
-    from tfimgopt.compress import quantize_aware
-
-    model = keras3.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, classes=5,
-                                                 minimalistic=False)
-    qat = quantize_aware(from_keras3(model))
-    assert qat.output_shape == (None, 5)
-    assert any("hard_silu" in layer.name for layer in qat.layers)

@@ -19,6 +19,7 @@ from tfimgopt.augment._base import (
     warp,
 )
 from tfimgopt.augment.color import color_run
+from tfimgopt.augment.external import ExternalLayer, check_in_model, library_of
 from tfimgopt.augment.geometric import GeometricLayer, image_size
 from tfimgopt.compat import keras, tf
 from tfimgopt.errors import ConfigError, received
@@ -229,6 +230,8 @@ def create_augmentation(spec="default", *, seed: int | None = None, value_range=
         return spec
     if isinstance(spec, AugmentationLayer):
         return Augmentation([spec], seed=seed)
+    if library_of(spec) is not None:
+        return Augmentation([ExternalLayer(spec, value_range=value_range)], seed=seed, value_range=value_range)
     if isinstance(spec, str):
         if spec in POLICIES:
             items = POLICIES.get(spec)
@@ -258,14 +261,19 @@ def _unknown_name(name):
 
 
 def _build_item(item, index, value_range, sampling):
+    if isinstance(item, AugmentationLayer):
+        return [item]
+    if library_of(item) is not None:  # a tf_keras, Keras 3 or keras-cv layer: runs as it is, unfused
+        return [ExternalLayer(item, value_range=value_range)]
     if isinstance(item, str):
         if item in POLICIES and item not in OPS:  # inside a list, "mixup" means the layer
             return [_build_item(sub, index, value_range, sampling)[0] for sub in POLICIES.get(item)]
         item = {"op": item}
     if not isinstance(item, dict) or not isinstance(item.get("op"), str):
         raise ConfigError(
-            f"Each augmentation op is a name or a mapping with an 'op' key, e.g. "
-            f"{{'op': 'random_rotation', 'factor': 0.05}}. Received: item {index} = {item!r}"
+            f"Each augmentation op is a name, a mapping with an 'op' key, e.g. "
+            f"{{'op': 'random_rotation', 'factor': 0.05}}, or a Keras preprocessing layer (tf_keras, Keras 3, "
+            f"keras-cv). Received: item {index} = {item!r}"
         )
     params = {k: v for k, v in item.items() if k != "op"}
     name = item["op"]
@@ -329,12 +337,14 @@ def split_augmentation(augmentation, placement: str = "auto", strategy=None):
         return (augmentation if augmentation.steps else None), None
     first_label = next((i for i, layer in enumerate(augmentation.steps) if layer.takes_labels), None)
     if first_label is None:
+        check_in_model(augmentation.steps)
         return None, augmentation
     if any(not layer.takes_labels for layer in augmentation.steps[first_label:]):
         raise ConfigError(
             "With placement='model', image ops after MixUp/CutMix cannot move into the model; put MixUp/CutMix last."
         )
     image_part = augmentation.steps[:first_label]
+    check_in_model(image_part)
     data = Augmentation(augmentation.steps[first_label:], seed=augmentation.seed)
     model = Augmentation(image_part, seed=augmentation.seed) if image_part else None
     return data, model
@@ -349,6 +359,7 @@ def augmented_model(model: keras.Model, augmentation) -> keras.Model:
     """
     if augmentation.takes_labels:
         raise ConfigError("MixUp/CutMix need the labels and cannot run inside the model; use placement='data'.")
+    check_in_model(getattr(augmentation, "steps", [augmentation]))
     from tfimgopt.keras3 import as_tf_keras
 
     model = as_tf_keras(model, "augmented_model")  # a Keras 3 model inside a tf_keras one would not train

@@ -235,6 +235,9 @@ def strip(model: keras.Model) -> keras.Model:
     return _SPARSITY.strip_pruning(model)
 
 
+_KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
 def sparsity_report(model: keras.Model) -> dict[str, Any]:
     """Measures the fraction of exact zeros in each layer's kernel and overall.
 
@@ -249,16 +252,16 @@ def sparsity_report(model: keras.Model) -> dict[str, Any]:
     for layer in model.layers:
         inner = getattr(layer, "layer", layer)
         # Found by variable name: QAT wrappers replace `layer.kernel` with a symbolic tensor.
-        kernels = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")]
+        kernels = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in _KERNELS]
         if not kernels:
             continue
-        values = kernels[0].numpy()
         # Under a pruning wrapper the mask is applied in the forward pass; apply it here.
-        for var, mask, _ in getattr(layer, "pruning_vars", []):
-            if var is kernels[0]:
-                values = values * mask.numpy()
-        zeros = int((values == 0).sum())
-        layers[inner.name] = {"params": int(values.size), "zeros": zeros, "sparsity": zeros / values.size}
+        masks = {id(var): mask for var, mask, _ in getattr(layer, "pruning_vars", [])}
+        params = zeros = 0
+        for kernel in kernels:  # a SeparableConv2D has two; TFMOT prunes its pointwise one
+            values = kernel.numpy() * (masks[id(kernel)].numpy() if id(kernel) in masks else 1)
+            params, zeros = params + values.size, zeros + int((values == 0).sum())
+        layers[inner.name] = {"params": int(params), "zeros": zeros, "sparsity": zeros / params}
     total = sum(entry["params"] for entry in layers.values())
     all_weights = strip(model).get_weights() if _has_wrappers(model) else model.get_weights()
     return {

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from tfimgopt.compat import keras, tf
 from tfimgopt.compress._tfmot import tfmot
@@ -17,8 +20,10 @@ _QUANT = tfmot.quantization.keras
 _REGISTRY = _QUANT.default_8bit.Default8BitQuantizeRegistry()
 
 
-# TFMOT folds these into the preceding convolution during quantize_apply (Conv-BN-ReLU).
-_FOLDED = (keras.layers.BatchNormalization,)
+# Not in TFMOT's registry, yet quantize_apply's layout transforms handle them: BatchNormalization
+# folds into the preceding convolution (Conv-BN-ReLU); SeparableConv2D is split into a
+# DepthwiseConv2D and a Conv2D with a fake-quant between them (SeparableConvQuantize).
+_REWRITTEN = (keras.layers.BatchNormalization, keras.layers.SeparableConv2D)
 
 
 class FloatPassThrough(_QUANT.QuantizeConfig):
@@ -65,13 +70,15 @@ def quantize_aware(
     preserve_sparsity: bool | None = None,
     skip: Sequence[str | type] = (),
     input_range: tuple[float, float] = (0.0, 255.0),
+    calibration_data: Any = None,
 ) -> keras.Model:
     """Makes a model quantization-aware (fake-quantized) for fine-tuning, via TFMOT.
 
-    Layers TFMOT's default 8-bit scheme does not know and that hold no weights (e.g.
-    the input `Rescaling`) are left in float and logged; the TFLite converter still
-    quantizes their activations. A layer with weights that TFMOT cannot quantize is an
-    error naming it; skip it (it stays float) or annotate it yourself with a
+    Layers TFMOT's default 8-bit scheme does not know and that hold no trainable weights
+    (e.g. the input `Rescaling`, or EfficientNet's `Normalization` with its constant mean and
+    variance) are left in float and logged; the TFLite converter still quantizes their
+    activations. A layer with trainable weights that TFMOT cannot quantize is an error
+    naming it; skip it (it stays float) or annotate it yourself with a
     `tfmot.quantization.keras.QuantizeConfig`.
 
     Args:
@@ -82,6 +89,12 @@ def quantize_aware(
         input_range: Value range of the model's input, used to initialise the input
             quantizer. TFMOT starts every range at [-6, 6] and adapts it slowly, which
             would clip images in [0, 255] for the whole fine-tuning.
+        calibration_data: Images (array, or dataset of images or `(images, labels)`
+            batches; the first 256 are used). Every activation range starts at what the
+            float model produces on them instead of TFMOT's [-6, 6], which its moving
+            average (decay 0.999 per step) leaves nearly unchanged over a short fine-tuning;
+            weight ranges are set from the weights, as a training step would.
+            `quantize_and_finetune` passes its training data.
 
     Returns:
         A new quantization-aware model with the same weights; compile and fit it.
@@ -111,8 +124,8 @@ def quantize_aware(
         if matches_layer(layer, skip):
             skip_names.add(layer.name)
             asked_names.add(layer.name)
-        elif not _REGISTRY.supports(layer) and not isinstance(layer, _FOLDED):
-            if layer.weights:
+        elif not _REGISTRY.supports(layer) and not isinstance(layer, _REWRITTEN):
+            if any(w.trainable for w in layer.weights):  # not frozen constants like a Normalization's mean
                 raise QuantizationError(
                     f"TFMOT's 8-bit scheme cannot quantize layer {layer.name!r} ({type(layer).__name__}). "
                     f"Leave it in float with quantize_aware(model, skip=[{layer.name!r}]), or annotate it "
@@ -120,7 +133,7 @@ def quantize_aware(
                     f"Received: layer={layer.name!r}"
                 )
             skip_names.add(layer.name)
-            logger.info("QAT: %s (%s) has no weights and stays float", layer.name, type(layer).__name__)
+            logger.info("QAT: %s (%s) has no trainable weights and stays float", layer.name, type(layer).__name__)
 
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
         fresh = layer.__class__.from_config(layer.get_config())
@@ -133,6 +146,7 @@ def quantize_aware(
         return _QUANT.quantize_annotate_layer(fresh)
 
     annotated = keras.models.clone_model(model, clone_function=annotate)
+    _reserve_auto_names(model)
     copy_weights(model, annotated)
     scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity else None
     custom = {"FloatPassThrough": FloatPassThrough, "RescaleOutputQuantized": RescaleOutputQuantized}
@@ -145,6 +159,8 @@ def quantize_aware(
                 f"TFMOT could not quantize the model: {err} Leave the layer in float with "
                 "quantize_aware(model, skip=[name]) or annotate it with a QuantizeConfig."
             ) from None
+    if calibration_data is not None:
+        _calibrate_ranges(qat, model, calibration_data)
     low, high = input_range
     at_input = True  # only the Rescaling layers right after the input see the known image range
     for layer in qat.layers:
@@ -158,6 +174,84 @@ def quantize_aware(
         elif not isinstance(layer, keras.layers.InputLayer):
             at_input = False  # a Rescaling deeper in the network (e.g. inside hard_silu) learns its range
     return qat
+
+
+_ACTIVATION_RANGES = ("output_min", "output_max", "post_activation_min", "post_activation_max")
+
+
+def _var_name(var: Any) -> str:
+    return var.name.split("/")[-1].split(":")[0]
+
+
+def _split_halves(wrapper: keras.layers.Layer, separables: list) -> tuple[str, Any] | None:
+    """For a layer TFMOT made by splitting a SeparableConv2D: `("depthwise" | "pointwise", that layer)`,
+    found by its kernel, which TFMOT copied unchanged."""
+    kernels = [v.numpy() for v in wrapper.weights if _var_name(v) in ("kernel", "depthwise_kernel")]
+    for sep in separables:
+        for half, weight in (("depthwise", sep.depthwise_kernel), ("pointwise", sep.pointwise_kernel)):
+            if kernels and kernels[0].shape == weight.shape and np.array_equal(kernels[0], weight.numpy()):
+                return half, sep
+    return None
+
+
+def _calibrate_ranges(qat: keras.Model, model: keras.Model, data: Any, limit: int = 256) -> None:
+    """Sets each activation quantizer's range to what the float model computes there on `data`
+    (widened to hold 0, as TFMOT's ranges do), the halves of a split SeparableConv2D included."""
+    from tfimgopt.export.tflite import _images_labels
+
+    images, _ = _images_labels(data, limit)
+    # A fresh copy: layers shared with other models (strip reuses them) have their first output elsewhere.
+    fresh = keras.models.clone_model(model)
+    fresh.set_weights(model.get_weights())
+    names = {layer.name for layer in fresh.layers}
+    separables = [layer for layer in fresh.layers if isinstance(layer, keras.layers.SeparableConv2D)]
+    targets = []  # (wrapper, float tensor, the SeparableConv2D whose depthwise half it feeds or None)
+    for wrapper in qat.layers:
+        if not any(_var_name(v) in _ACTIVATION_RANGES for v in wrapper.weights):
+            continue
+        inner = getattr(getattr(wrapper, "layer", None), "name", None)
+        if inner in names:
+            targets.append((wrapper, fresh.get_layer(inner).output, None))
+        elif (found := _split_halves(wrapper, separables)) is not None:
+            half, sep = found
+            tensor = sep.output if half == "pointwise" else sep.input
+            targets.append((wrapper, tensor, sep if half == "depthwise" else None))
+    if targets:
+        probe = keras.Model(fresh.inputs, [tensor for _, tensor, _ in targets])
+        outputs = probe.predict(images.astype(np.float32), batch_size=32, verbose=0)
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        for (wrapper, _, sep), values in zip(targets, outputs, strict=True):
+            if sep is not None:  # the depthwise half's output, from the separable layer's input
+                values = tf.nn.depthwise_conv2d(
+                    values, sep.depthwise_kernel, (1, *sep.strides, 1), sep.padding.upper(),
+                    dilations=sep.dilation_rate).numpy()
+            low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+            for var in wrapper.weights:
+                name = _var_name(var)
+                if name in _ACTIVATION_RANGES and var.shape.rank == 0:
+                    var.assign(low if name.endswith("_min") else high)
+    # Weight ranges too: TFMOT sets them from the weights only in a training step, and until then
+    # they hold their initial [-6, 6]. Its own quantizers, called as a training step calls them.
+    for layer in qat.layers:
+        for weight, quantizer, quantizer_vars in getattr(layer, "_weight_vars", []):
+            quantizer(weight, training=True, weights=quantizer_vars)
+    logger.info("QAT: %d activation ranges set from %d calibration images", len(targets), len(images))
+
+
+def _reserve_auto_names(model: keras.Model) -> None:
+    """TFMOT's SeparableConvQuantize gives its new DepthwiseConv2D/Conv2D automatic names
+    ("conv2d", "conv2d_1"...). In a model that already has such names (one converted from
+    Keras 3, or built in another session) two layers would share a name and TFMOT would wire
+    the wrong ones together. Move tf_keras's name counters past the names in use."""
+    from tf_keras.src import backend as keras_backend  # the counters have no public accessor
+
+    uids = keras_backend.get_default_graph_uid_map()
+    names = [layer.name for layer in model.layers]
+    for prefix in ("conv2d", "depthwise_conv2d"):
+        used = [0 if name == prefix else int(name[len(prefix) + 1:]) for name in names
+                if name == prefix or re.fullmatch(rf"{prefix}_\d+", name)]
+        if used:
+            uids[("", prefix)] = max(uids[("", prefix)], max(used) + 1)
 
 
 def _set_range(layer: keras.layers.Layer, low: float, high: float) -> None:
@@ -193,6 +287,7 @@ def quantize_and_finetune(
     from tfimgopt.training import train
 
     strategy = strategy or tf.distribute.get_strategy()
+    qat_kwargs.setdefault("calibration_data", train_ds)
     with strategy.scope():
         qat = quantize_aware(model, **qat_kwargs)
     history = train(qat, train_ds, val_ds, epochs, learning_rate=learning_rate, strategy=strategy,
