@@ -121,7 +121,7 @@ def test_compare_builds_ratios_against_baseline():
 
 
 def test_bad_export_arguments(trained_cnn, calibration):
-    valid = r"Valid: \['float32', 'dynamic', 'float16', 'int8'\]\. Received: mode='int4'"
+    valid = r"Valid: \['float32', 'dynamic', 'float16', 'int8', 'int16x8'\]\. Received: mode='int4'"
     with pytest.raises(ConfigError, match=valid):
         export_tflite(trained_cnn, "int4")
     with pytest.raises(ConfigError, match="needs representative_data.*Received: representative_data=None"):
@@ -159,3 +159,40 @@ def test_fast_conversion_writes_what_from_keras_model_writes(trained_cnn, digits
         np.testing.assert_array_equal(TFLiteRunner(got).predict(images), TFLiteRunner(want).predict(images))
         assert Interpreter(model_content=got).get_signature_list() == Interpreter(
             model_content=want).get_signature_list()
+
+
+def test_int16x8_has_int16_activations_and_keeps_float32_accuracy(exported, test_ds, trained_cnn):
+    from tfimgopt.export import tensor_dtypes
+
+    dtypes = tensor_dtypes(exported["int16x8"])
+    assert dtypes.get("int16", 0) >= 5 and dtypes.get("int8", 0) >= 4  # activations int16, kernels int8
+    float32, int16x8 = (evaluate_tflite(exported[m], test_ds, latency_runs=1)["accuracy"]
+                        for m in ("float32", "int16x8"))
+    assert abs(int16x8 - float32) <= 0.003
+    int8 = verify_tflite(exported["int8"], trained_cnn, test_ds)["relative_diff"]
+    # int16 activations: 256x finer than int8 ones; the int8 weights are shared, so the logits gain ~3x (measured)
+    assert verify_tflite(exported["int16x8"], trained_cnn, test_ds)["relative_diff"] < int8 / 2
+    with pytest.raises(ConfigError, match="mode='int16x8' needs representative_data"):
+        export_tflite(trained_cnn, "int16x8")
+
+
+def test_sparse_storage_is_smaller_with_equal_outputs_and_auto_keeps_what_litert_runs(trained_cnn, digits16,
+                                                                                       calibration, test_ds):
+    from tfimgopt.compress import prune, strip
+    from tfimgopt.export import is_sparse, kernel_zeros
+
+    pruned = prune(keras.models.clone_model(trained_cnn), 0.8, schedule="constant", frequency=1, skip=[])
+    pruned.model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.model.fit(build_pipeline(digits16.train.take(64), 32), epochs=1, verbose=0, callbacks=pruned.callbacks)
+    model = strip(pruned.model)
+    assert kernel_zeros(model) > 0.79
+    dense, packed = (export_tflite(model, "float32", sparse=flag) for flag in (False, True))
+    assert is_sparse(packed) and not is_sparse(dense)
+    assert len(packed) < len(dense) / 1.8
+    x = np.stack([image.numpy() for image, _ in digits16.test.take(32)]).astype("float32")
+    np.testing.assert_allclose(TFLiteRunner(packed).predict(x), TFLiteRunner(dense).predict(x), rtol=1e-5, atol=1e-5)
+    assert export_tflite(model, "float32") == packed  # auto: sparse when smaller
+    assert not is_sparse(export_tflite(trained_cnn, "float32"))  # auto: a dense model stays dense
+    # LiteRT's XNNPACK refuses sparse int8 fully-connected layers: auto must ship the dense file then.
+    int8 = export_tflite(model, "int8", representative_data=calibration)
+    assert verify_tflite(int8, model, test_ds)["passed"]

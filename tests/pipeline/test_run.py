@@ -380,3 +380,24 @@ def test_two_concurrent_runs_one_refuses_and_the_folder_verifies(tmp_path):
     assert verify_run(str(out))["tflite_rerun"] == len(report["variants"])
     history = (out / "work" / "baseline" / "history.csv").read_text().splitlines()
     assert sum(line.startswith("epoch") for line in history) == 1  # one run wrote it
+
+
+def test_clustering_int16x8_and_sparse_storage_are_variants_of_the_run(tmp_path):
+    from tfimgopt.export import TFLiteRunner, detect_mode, is_sparse
+
+    out = tmp_path / "run"
+    report = run(load_config(overrides=[
+        *TINY, f"out_dir={json.dumps(str(out))}", "data.image_size=16", "distill.enabled=false",
+        "compress.clusters=8", "compress.cluster_epochs=1", "compress.target_sparsity=0.8", "export.num_calibration=64",
+        'export.modes=["float32", "int8", "int16x8"]']), log=lambda _: None)
+    rows = {row["variant"]: row for row in report["variants"]}
+    assert {"baseline_int16x8", "clustered_float32", "clustered_int8", "clustered_qat_int8"} <= set(rows), (
+        sorted(rows), {k: v for k, v in report.items() if k in ("failed", "warnings", "excluded")})
+    assert detect_mode(str(out / rows["baseline_int16x8"]["path"])) == "int16x8"
+    assert max(report["clustered"]["unique_values"].values()) <= 8
+    assert report["clustered"]["sparsity"] >= 0.75  # clustering kept the pruning's zeros
+    pruned = out / rows["pruned_float32"]["path"]
+    assert is_sparse(TFLiteRunner(str(pruned)))  # 80% zeros: stored sparse, the smaller file
+    assert rows["pruned_float32"]["size_bytes"] < rows["baseline_float32"]["size_bytes"]
+    assert all(v["passed"] for v in report["verification"].values())
+    assert "| clustered_qat_int8 |" in (out / "report.md").read_text()

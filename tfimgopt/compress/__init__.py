@@ -1,5 +1,7 @@
-"""Compression through TFMOT: magnitude pruning and quantization-aware training, as registered techniques."""
+"""Compression through TFMOT: magnitude pruning, weight clustering and quantization-aware training
+(PQAT, CQAT, PCQAT), as registered techniques."""
 
+from tfimgopt.compress.cluster import cluster, cluster_and_finetune, strip_clustering, unique_values
 from tfimgopt.compress.keras3 import from_keras3
 from tfimgopt.compress.prune import (
     SCHEDULES,
@@ -11,7 +13,7 @@ from tfimgopt.compress.prune import (
     sparsity_report,
     strip,
 )
-from tfimgopt.compress.quantize import QuantizationError, quantize_and_finetune, quantize_aware
+from tfimgopt.compress.quantize import PRESERVE, QuantizationError, quantize_and_finetune, quantize_aware
 from tfimgopt.compress.techniques import (
     Technique,
     TechniqueResult,
@@ -26,10 +28,13 @@ __all__ = [
     "get_technique",
     "list_techniques",
     "register_technique",
+    "PRESERVE",
     "SCHEDULES",
     "Pruned",
     "QuantizationError",
     "check_graph_model",
+    "cluster",
+    "cluster_and_finetune",
     "from_keras3",
     "plan_pruning",
     "prune",
@@ -38,4 +43,6 @@ __all__ = [
     "quantize_aware",
     "sparsity_report",
     "strip",
+    "strip_clustering",
+    "unique_values",
 ]

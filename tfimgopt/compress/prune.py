@@ -6,6 +6,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from tfimgopt.compat import keras, tf
 from tfimgopt.compress._tfmot import tfmot
 from tfimgopt.errors import ConfigError, received
@@ -221,12 +223,13 @@ def prune(
     return Pruned(wrapped, callbacks, pruned_names, skipped)
 
 
-def copy_weights(source: keras.Model, target: keras.Model) -> None:
-    """Copies each layer's weights from `source` into the same-named (maybe wrapped) layer."""
+def copy_weights(source: keras.Model, target: keras.Model, skip: Sequence[str] = ()) -> None:
+    """Copies each layer's weights from `source` into the same-named (maybe wrapped) layer,
+    except the layers named in `skip`."""
     by_name = {layer.name: layer for layer in source.layers}
     for layer in target.layers:
         inner = getattr(layer, "layer", layer)
-        if inner.name in by_name and inner.weights:
+        if inner.name in by_name and inner.weights and inner.name not in skip:
             inner.set_weights(by_name[inner.name].get_weights())
 
 
@@ -236,6 +239,22 @@ def strip(model: keras.Model) -> keras.Model:
 
 
 _KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+def effective_kernels(layer: keras.layers.Layer) -> list[np.ndarray]:
+    """The kernel values `layer` computes with, wrapped or not: a pruning wrapper's mask
+    applied; under a QAT wrapper, the fake-quantized kernel its weight quantizer yields at
+    inference (for cluster-preserving QAT that is the centroids, gathered and masked: its
+    `kernel` variable is not what it computes with)."""
+    # Found by variable name: QAT wrappers replace `layer.kernel` with a symbolic tensor.
+    quantized = [quantizer(w, training=False, weights=variables).numpy()
+                 for w, quantizer, variables in getattr(layer, "_weight_vars", [])
+                 if w.name.split("/")[-1].split(":")[0] in _KERNELS]
+    if quantized:
+        return quantized
+    kernels = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in _KERNELS]
+    masks = {id(var): mask for var, mask, _ in getattr(layer, "pruning_vars", [])}
+    return [k.numpy() * (masks[id(k)].numpy() if id(k) in masks else 1) for k in kernels]
 
 
 def sparsity_report(model: keras.Model) -> dict[str, Any]:
@@ -251,15 +270,11 @@ def sparsity_report(model: keras.Model) -> dict[str, Any]:
     layers: dict[str, dict[str, Any]] = {}
     for layer in model.layers:
         inner = getattr(layer, "layer", layer)
-        # Found by variable name: QAT wrappers replace `layer.kernel` with a symbolic tensor.
-        kernels = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in _KERNELS]
+        kernels = effective_kernels(layer)
         if not kernels:
             continue
-        # Under a pruning wrapper the mask is applied in the forward pass; apply it here.
-        masks = {id(var): mask for var, mask, _ in getattr(layer, "pruning_vars", [])}
         params = zeros = 0
-        for kernel in kernels:  # a SeparableConv2D has two; TFMOT prunes its pointwise one
-            values = kernel.numpy() * (masks[id(kernel)].numpy() if id(kernel) in masks else 1)
+        for values in kernels:  # a SeparableConv2D has two; TFMOT prunes its pointwise one
             params, zeros = params + values.size, zeros + int((values == 0).sum())
         layers[inner.name] = {"params": int(params), "zeros": zeros, "sparsity": zeros / params}
     total = sum(entry["params"] for entry in layers.values())

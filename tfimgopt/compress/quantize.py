@@ -12,7 +12,7 @@ import numpy as np
 from tfimgopt.compat import keras, tf
 from tfimgopt.compress._tfmot import tfmot
 from tfimgopt.compress.prune import check_graph_model, copy_weights, matches_layer
-from tfimgopt.errors import QuantizationError
+from tfimgopt.errors import ConfigError, QuantizationError, received
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def quantize_aware(
     model: keras.Model,
     *,
     preserve_sparsity: bool | None = None,
+    preserve: Sequence[str] | None = None,
     skip: Sequence[str | type] = (),
     input_range: tuple[float, float] = (0.0, 255.0),
     calibration_data: Any = None,
@@ -85,6 +86,12 @@ def quantize_aware(
         model: A Sequential or functional tf_keras model (plain, or stripped after pruning).
         preserve_sparsity: Use the prune-preserving scheme (PQAT) so zeros stay zero.
             None decides by measurement: on when more than 30% of the kernels are zero.
+            Shorthand for `preserve=("sparsity",)`; `preserve` wins when both are given.
+        preserve: What fine-tuning must keep, any of `PRESERVE`: `"sparsity"` (zeros stay
+            zero: PQAT), `"clusters"` (each kernel keeps its clustered values: CQAT), both
+            (PCQAT, TFMOT's collaborative-optimization chain). None decides by
+            measurement: sparsity as above, clusters when a kernel of 512+ weights holds at
+            most 64 distinct values (a model from `cluster`; trained kernels never do).
         skip: Layer names or types to leave unquantized.
         input_range: Value range of the model's input, used to initialise the input
             quantizer. TFMOT starts every range at [-6, 6] and adapts it slowly, which
@@ -112,10 +119,7 @@ def quantize_aware(
 
     model = as_tf_keras(model, "quantize_aware")
     check_graph_model(model, "quantize_aware")
-    if preserve_sparsity is None:
-        from tfimgopt.compress.prune import sparsity_report
-
-        preserve_sparsity = sparsity_report(model)["overall"] > 0.3
+    preserve = _preserved(model, preserve, preserve_sparsity)
     skip_names: set[str] = set()
     asked_names: set[str] = set()
     for layer in model.layers:
@@ -148,7 +152,11 @@ def quantize_aware(
     annotated = keras.models.clone_model(model, clone_function=annotate)
     _reserve_auto_names(model)
     copy_weights(model, annotated)
-    scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity else None
+    combine = tfmot.experimental.combine
+    if "clusters" in preserve:
+        scheme = combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity="sparsity" in preserve)
+    else:
+        scheme = combine.Default8BitPrunePreserveQuantizeScheme() if "sparsity" in preserve else None
     custom = {"FloatPassThrough": FloatPassThrough, "RescaleOutputQuantized": RescaleOutputQuantized}
     with _QUANT.quantize_scope(custom):
         try:
@@ -177,6 +185,30 @@ def quantize_aware(
 
 
 _ACTIVATION_RANGES = ("output_min", "output_max", "post_activation_min", "post_activation_max")
+
+
+PRESERVE = ("sparsity", "clusters")
+
+
+def _preserved(model: keras.Model, preserve: Sequence[str] | None, preserve_sparsity: bool | None) -> tuple[str, ...]:
+    """What QAT must keep: `preserve` as given (checked), else measured on the model."""
+    if preserve is not None:
+        if isinstance(preserve, str) or not all(p in PRESERVE for p in preserve):
+            raise ConfigError(f"preserve takes a sequence of {list(PRESERVE)} (or None to measure). "
+                              f"{received('preserve', preserve)}")
+        return tuple(p for p in PRESERVE if p in preserve)
+    from tfimgopt.compress.cluster import unique_values
+    from tfimgopt.compress.prune import sparsity_report
+
+    sparse = sparsity_report(model)["overall"] > 0.3 if preserve_sparsity is None else bool(preserve_sparsity)
+    big = {layer.name for layer in model.layers if any(
+        w.shape.num_elements() >= 512 for w in layer.weights if _var_name(w) in ("kernel", "depthwise_kernel"))}
+    counts = unique_values(model)
+    clustered = any(counts.get(name, 65) <= 64 for name in big)  # never so few values unless clustered
+    chosen = tuple(p for p, on in (("sparsity", sparse), ("clusters", clustered)) if on)
+    if chosen:
+        logger.info("QAT: preserving %s (measured on the model)", " and ".join(chosen))
+    return chosen
 
 
 def _var_name(var: Any) -> str:
@@ -218,8 +250,10 @@ def _calibrate_ranges(qat: keras.Model, model: keras.Model, data: Any, limit: in
             targets.append((wrapper, tensor, sep if half == "depthwise" else None))
     if targets:
         probe = keras.Model(fresh.inputs, [tensor for _, tensor, _ in targets])
-        outputs = probe.predict(images.astype(np.float32), batch_size=32, verbose=0)
-        outputs = outputs if isinstance(outputs, list) else [outputs]
+        # Called eagerly in chunks: tracing a 200-layer model for `predict` costs more than this.
+        chunks = [probe(images[i:i + 64].astype(np.float32), training=False) for i in range(0, len(images), 64)]
+        chunks = [c if isinstance(c, list) else [c] for c in chunks]
+        outputs = [np.concatenate([np.asarray(c[j]) for c in chunks]) for j in range(len(targets))]
         for (wrapper, _, sep), values in zip(targets, outputs, strict=True):
             if sep is not None:  # the depthwise half's output, from the separable layer's input
                 values = tf.nn.depthwise_conv2d(

@@ -103,5 +103,7 @@ for _exporter in (
     TFLiteExporter("float16", "float16", "float16 weights (GPU delegates)"),
     TFLiteExporter("int8", "int8", "full integer, calibrated on training images", needs_calibration=True,
                    every_model=True),
+    TFLiteExporter("int16x8", "int16x8", "int16 activations, int8 weights: the accuracy-safe integer mode",
+                   needs_calibration=True),
 ):
     register_exporter(_exporter)

@@ -1,4 +1,4 @@
-"""TFLite export (float32, dynamic, float16, int8) and measurement in the LiteRT interpreter."""
+"""TFLite export (float32, dynamic, float16, int8, int16x8; sparse weight storage) and measurement in LiteRT."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from tfimgopt._litert import TFLiteRunner, run_isolated  # noqa: F401  (public h
 from tfimgopt.compat import keras, tf
 from tfimgopt.errors import ConfigError, DataError, received
 
-MODES = ("float32", "dynamic", "float16", "int8")
+MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
+# Modes calibrated on representative images (full-integer activations).
+CALIBRATED = ("int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8")
 # Stated criteria of verify_tflite, per mode. Float modes compare logits: max abs difference
 # divided by max(1, largest |Keras logit|), and (float16, dynamic) the top-1 decisions too.
@@ -26,18 +28,26 @@ IO_TYPES = ("float32", "int8", "uint8")
 # logits drift with depth and width: the bounds below sit above the largest drift measured
 # on the zoo's models at 32-224 px (benchmarks/verify_tolerance.py, RESULTS.md), while a
 # broken export (wrong weights, wrong input scaling) moves logits by O(1) and flips decisions.
-FLOAT_TOLERANCE = {"float32": 1e-4, "float16": 3e-2, "dynamic": 1e-1}
+# int16x8 (int16 activations, int8 weights) is compared like a float mode: its activations
+# have 256x int8's resolution, so its logits stay close: 3e-3 relative on small_cnn calibrated
+# on 120 images; 0.12 on tiny_cnn at 8 px calibrated on 32, where test activations beyond the
+# calibrated range clip. The bound allows that; a broken export moves logits by O(1).
+FLOAT_TOLERANCE = {"float32": 1e-4, "float16": 3e-2, "dynamic": 1e-1, "int16x8": 2e-1}
 # Minimum top-1 agreement with Keras: float16/dynamic as a second check, int8 as the only one
 # (its logits are quantized, so an exact comparison says nothing).
-MIN_AGREEMENT = {"float32": 0.0, "float16": 0.95, "dynamic": 0.9, "int8": 0.95}
+MIN_AGREEMENT = {"float32": 0.0, "float16": 0.95, "dynamic": 0.9, "int8": 0.95, "int16x8": 0.95}
+# Pruned models store their weights sparsely (TFLite's EXPERIMENTAL_SPARSITY) when more than
+# this fraction of the kernel weights is zero and the sparse file is the smaller one.
+SPARSE_MIN_ZEROS = 0.3
 INT8_MIN_AGREEMENT = MIN_AGREEMENT["int8"]
 
 
-def _representative(data: Any, input_shape: Sequence[int], samples: int) -> Callable[[], Iterable[list[np.ndarray]]]:
+def _representative(data: Any, input_shape: Sequence[int], samples: int,
+                    mode: str = "int8") -> Callable[[], Iterable[list[np.ndarray]]]:
     """Turns a dataset of images or (images, labels) batches, or an array, into a generator."""
     if data is None:
         raise ConfigError(
-            "mode='int8' needs representative_data: 100-500 typical input images (an array or a "
+            f"mode={mode!r} needs representative_data: 100-500 typical input images (an array or a "
             "tf.data.Dataset of images or (images, labels)) to calibrate activation ranges. "
             "Received: representative_data=None"
         )
@@ -96,8 +106,18 @@ def to_tflite_bytes(
     *,
     io_type: str = "float32",
     num_calibration: int = 200,
+    sparse: bool | str = "auto",
 ) -> bytes:
     """Converts a tf_keras model to a TFLite flatbuffer (see `export_tflite`)."""
+    if sparse not in (True, False, "auto"):
+        raise ConfigError(f"sparse must be True, False or 'auto'. {received('sparse', sparse)}")
+    if sparse == "auto":
+        if kernel_zeros(model) <= SPARSE_MIN_ZEROS:
+            return to_tflite_bytes(model, mode, representative_data, io_type=io_type,
+                                   num_calibration=num_calibration, sparse=False)
+        dense, packed = (to_tflite_bytes(model, mode, representative_data, io_type=io_type,
+                                         num_calibration=num_calibration, sparse=flag) for flag in (False, True))
+        return packed if len(packed) < len(dense) and _loads(packed) else dense
     if mode not in MODES:
         raise ConfigError(f"Unknown TFLite mode. Valid: {list(MODES)}. {received('mode', mode)}")
     if io_type not in IO_TYPES:
@@ -107,13 +127,16 @@ def to_tflite_bytes(
     if not isinstance(num_calibration, int) or num_calibration < 1:
         raise ConfigError(f"num_calibration must be an int >= 1. {received('num_calibration', num_calibration)}")
     converter = _converter(model)
-    if mode != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    optimizations = [] if mode == "float32" else [tf.lite.Optimize.DEFAULT]
+    converter.optimizations = optimizations + ([tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else [])
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    elif mode == "int8":
-        converter.representative_dataset = _representative(representative_data, model.input_shape, num_calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    elif mode in CALIBRATED:
+        converter.representative_dataset = _representative(representative_data, model.input_shape, num_calibration,
+                                                           mode)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode == "int8"
+            else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         if io_type != "float32":
             converter.inference_input_type = getattr(tf, io_type)
             converter.inference_output_type = getattr(tf, io_type)
@@ -124,6 +147,29 @@ def to_tflite_bytes(
         return converter.convert()
 
 
+def _loads(blob: bytes) -> bool:
+    """Whether LiteRT (with its default XNNPACK delegate) prepares the model: it refuses some
+    sparse int8 layouts ("failed to delegate FULLY_CONNECTED"), and such a file must not ship."""
+    try:
+        TFLiteRunner(blob)
+    except DataError:
+        return False
+    return True
+
+
+def kernel_zeros(model: keras.Model) -> float:
+    """Fraction of exact zeros among the weights of rank >= 2 (kernels) of `model`."""
+    kernels = [np.asarray(w) for w in model.get_weights() if np.ndim(w) >= 2]
+    total = sum(k.size for k in kernels)
+    return sum(int((k == 0).sum()) for k in kernels) / total if total else 0.0
+
+
+def is_sparse(tflite_model: bytes | str | TFLiteRunner) -> bool:
+    """True when the file stores some weights in TFLite's sparse format."""
+    runner = tflite_model if isinstance(tflite_model, TFLiteRunner) else TFLiteRunner(tflite_model)
+    return any(d.get("sparsity_parameters") for d in runner.interpreter.get_tensor_details())
+
+
 def export_tflite(
     model: keras.Model,
     mode: str = "float32",
@@ -132,19 +178,26 @@ def export_tflite(
     *,
     io_type: str = "float32",
     num_calibration: int = 200,
+    sparse: bool | str = "auto",
 ) -> bytes:
     """Converts a model to TFLite and writes it atomically.
 
     Args:
         model: A tf_keras model (plain, stripped after pruning, or quantization-aware).
         mode: `"float32"`; `"dynamic"` (int8 weights, float activations); `"float16"`
-            (float16 weights); `"int8"` (full integer: weights and activations).
-        representative_data: For `"int8"`: images (array or `tf.data.Dataset` of images
+            (float16 weights); `"int8"` (full integer: weights and activations);
+            `"int16x8"` (int16 activations, int8 weights: TFLite's accuracy-safe integer
+            mode; LiteRT's reference kernels run it, slower than int8 on CPUs).
+        representative_data: For `"int8"` and `"int16x8"`: images (array or `tf.data.Dataset` of images
             or `(images, labels)`), of which `num_calibration` are used to calibrate.
         path: Where to write the `.tflite` file; nothing is written if None.
         io_type: For `"int8"`: `"float32"` (quantize inside the model), `"int8"` or
             `"uint8"` input and output tensors, for integer-only devices.
         num_calibration: Calibration images used (100-500 is typical).
+        sparse: Store weights in TFLite's sparse format (`EXPERIMENTAL_SPARSITY`).
+            `"auto"`: for a model with more than 30% zeros in its kernels (a pruned one),
+            convert both ways and keep the smaller file, if LiteRT runs it (it refuses
+            some sparse int8 layers); outputs are the same.
 
     Returns:
         The flatbuffer bytes.
@@ -157,7 +210,8 @@ def export_tflite(
         >>> from tfimgopt.export import export_tflite
         >>> blob = export_tflite(model, "int8", representative_data=images, path="model_int8.tflite")
     """
-    blob = to_tflite_bytes(model, mode, representative_data, io_type=io_type, num_calibration=num_calibration)
+    blob = to_tflite_bytes(model, mode, representative_data, io_type=io_type, num_calibration=num_calibration,
+                           sparse=sparse)
     if path is not None:
         _io.write_bytes(path, blob)
     return blob
@@ -186,9 +240,11 @@ def detect_mode(model: bytes | str) -> str:
     """Tells which of `MODES` a TFLite model was exported with, from its ops and tensors."""
     runner = model if isinstance(model, TFLiteRunner) else TFLiteRunner(model)
     ops = op_names(runner)
+    dtypes = {np.dtype(d["dtype"]) for d in runner.interpreter.get_tensor_details()}
+    if np.dtype(np.int16) in dtypes and "QUANTIZE" in ops:
+        return "int16x8"  # int16 activations (the float input is quantized to int16 once)
     if "QUANTIZE" in ops or runner.input_dtype != np.float32:
         return "int8"  # full integer: the float input is quantized once, at the start
-    dtypes = {np.dtype(d["dtype"]) for d in runner.interpreter.get_tensor_details()}
     if np.dtype(np.float16) in dtypes:
         return "float16"
     if np.dtype(np.int8) in dtypes:

@@ -192,7 +192,7 @@ class DistillConfig:
 
 @dataclasses.dataclass
 class CompressConfig:
-    """Pruning (with sparsity-preserving QAT) of the deployed model."""
+    """Pruning, optional weight clustering, and sparsity-/cluster-preserving QAT of the deployed model."""
 
     enabled: bool = setting(True, help="prune (and quantization-aware fine-tune) the deployed model")
     target_sparsity: float = setting(0.5, help="target fraction of zero weights",
@@ -204,6 +204,10 @@ class CompressConfig:
     qat_epochs: int = setting(1, help="quantization-aware fine-tuning epochs after pruning (0 skips QAT)",
                               flags={"quantize": "epochs"})
     qat_learning_rate: float = setting(1e-4, help="quantization-aware fine-tuning learning rate")
+    clusters: int = setting(0, help="weight clustering after pruning: distinct values per kernel (0: off); QAT "
+                                    "then preserves zeros and clusters (PCQAT)", flags={"run": "clusters"})
+    cluster_epochs: int = setting(2, help="clustering fine-tuning epochs")
+    cluster_learning_rate: float = setting(1e-4, help="clustering fine-tuning learning rate")
 
     def validate(self) -> None:
         _check(0 < self.target_sparsity < 1, "compress.target_sparsity", self.target_sparsity, "a number in (0, 1)")
@@ -211,6 +215,10 @@ class CompressConfig:
         _check(self.learning_rate > 0, "compress.learning_rate", self.learning_rate, "a float > 0")
         _check(self.qat_epochs >= 0, "compress.qat_epochs", self.qat_epochs, "an int >= 0")
         _check(self.qat_learning_rate > 0, "compress.qat_learning_rate", self.qat_learning_rate, "a float > 0")
+        _check(self.clusters == 0 or self.clusters >= 2, "compress.clusters", self.clusters, "0 (off) or an int >= 2")
+        _check(self.cluster_epochs >= 1, "compress.cluster_epochs", self.cluster_epochs, "an int >= 1")
+        _check(self.cluster_learning_rate > 0, "compress.cluster_learning_rate", self.cluster_learning_rate,
+               "a float > 0")
 
 
 @dataclasses.dataclass
