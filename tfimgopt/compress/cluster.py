@@ -72,7 +72,7 @@ def cluster(
 
     Example:
         >>> from tfimgopt.compress.cluster import cluster, strip_clustering
-        >>> wrapped, layers = cluster(model, 16)
+        >>> wrapped, layers = cluster(model, 16, skip=[])  # skip=None would keep conv1 and classifier
         >>> # wrapped.compile(...); wrapped.fit(...); clustered = strip_clustering(wrapped)
     """
     from tfimgopt.compress.prune import sparsity_report
