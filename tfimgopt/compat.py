@@ -34,4 +34,12 @@ def is_keras3(obj: object) -> bool:
                for c in type(obj).__mro__)
 
 
-__all__ = ["KERAS_VERSION", "KerasVersionError", "is_keras3", "keras", "tf"]
+def name_counters() -> dict:
+    """tf_keras's counters behind automatic layer names ("conv2d", "conv2d_1"), keyed
+    `(namespace, prefix)`; tf_keras has no public accessor for them."""
+    from tf_keras.src import backend
+
+    return backend.get_default_graph_uid_map()
+
+
+__all__ = ["KERAS_VERSION", "KerasVersionError", "is_keras3", "keras", "name_counters", "tf"]

@@ -277,9 +277,9 @@ def _reserve_auto_names(model: keras.Model) -> None:
     ("conv2d", "conv2d_1"...). In a model that already has such names (one converted from
     Keras 3, or built in another session) two layers would share a name and TFMOT would wire
     the wrong ones together. Move tf_keras's name counters past the names in use."""
-    from tf_keras.src import backend as keras_backend  # the counters have no public accessor
+    from tfimgopt.compat import name_counters
 
-    uids = keras_backend.get_default_graph_uid_map()
+    uids = name_counters()
     names = [layer.name for layer in model.layers]
     for prefix in ("conv2d", "depthwise_conv2d"):
         used = [0 if name == prefix else int(name[len(prefix) + 1:]) for name in names
