@@ -16,7 +16,15 @@ import numpy as np
 
 from tfimgopt.compat import keras, tf
 from tfimgopt.compress._tfmot import tfmot
-from tfimgopt.compress.prune import check_graph_model, copy_weights, matches_layer, plan_pruning
+from tfimgopt.compress.prune import (
+    _KERNELS,
+    check_graph_model,
+    copy_weights,
+    effective_kernels,
+    matches_layer,
+    plan_pruning,
+    sparsity_report,
+)
 from tfimgopt.compress.techniques import Technique, TechniqueResult, register_technique
 from tfimgopt.errors import ConfigError, received
 
@@ -29,15 +37,20 @@ _INIT = {
     "linear": _CLUSTER.CentroidInitialization.LINEAR,
     "density": _CLUSTER.CentroidInitialization.DENSITY_BASED,
 }
-KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
-
-
 def _clusterable(layer: keras.layers.Layer) -> bool:
     from tensorflow_model_optimization.python.core.clustering.keras.clustering_registry import (
         ClusteringRegistry,
     )
 
-    return ClusteringRegistry.supports(layer) and any(getattr(layer, k, None) is not None for k in KERNELS)
+    return ClusteringRegistry.supports(layer) and any(getattr(layer, k, None) is not None for k in _KERNELS)
+
+
+def _clustered_layers(model: keras.Model, skip: Sequence[str | type] | None, number_of_clusters: int) -> list[str]:
+    """Names of the layers `cluster` wraps: clusterable, not skipped (None: the pruning default,
+    first convolution and classifier), and with more weights than clusters (else nothing to share)."""
+    skip = list(plan_pruning(model)[1]) if skip is None else skip
+    return [layer.name for layer in model.layers if _clusterable(layer) and not matches_layer(layer, skip)
+            and layer.count_params() > number_of_clusters]
 
 
 def cluster(
@@ -75,7 +88,6 @@ def cluster(
         >>> wrapped, layers = cluster(model, 16, skip=[])  # skip=None would keep conv1 and classifier
         >>> # wrapped.compile(...); wrapped.fit(...); clustered = strip_clustering(wrapped)
     """
-    from tfimgopt.compress.prune import sparsity_report
     from tfimgopt.keras3 import as_tf_keras
 
     model = as_tf_keras(model, "cluster")
@@ -89,9 +101,7 @@ def cluster(
         preserve_sparsity = sparsity_report(model)["overall"] > 0.3
     if skip is None:  # the pruning default: first convolution and classifier stay as they are
         skip = list(plan_pruning(model)[1])
-    names = [layer.name for layer in model.layers if _clusterable(layer) and not matches_layer(layer, skip)]
-    small = [name for name in names if model.get_layer(name).count_params() <= number_of_clusters]
-    names = [name for name in names if name not in small]  # fewer weights than clusters: nothing to share
+    names = _clustered_layers(model, skip, number_of_clusters)
     if not names:
         raise ConfigError(
             "No layer left to cluster: the model has no Conv2D/Dense/... kernel outside the skip list with more "
@@ -123,8 +133,6 @@ def strip_clustering(model: keras.Model) -> keras.Model:
 
 def unique_values(model: keras.Model) -> dict[str, int]:
     """Distinct values in each layer's kernel(s) (the most of a layer's kernels), by layer name."""
-    from tfimgopt.compress.prune import effective_kernels
-
     counts = {}
     for layer in model.layers:
         kernels = effective_kernels(layer)
@@ -165,12 +173,8 @@ def cluster_and_finetune(
 
 def _cluster_technique(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
                        settings: dict[str, Any], *, work_dir: str | None = None, strategy=None) -> TechniqueResult:
-    from tfimgopt.compress.prune import sparsity_report
-
-    skip = None
-    if not any(_clusterable(layer) and not matches_layer(layer, list(plan_pruning(model)[1]))
-               and layer.count_params() > settings["clusters"] for layer in model.layers):
-        skip = []  # a tiny student whose only layers are its first conv and classifier: cluster them all
+    # A tiny student whose only layers are its first conv and classifier: cluster them all.
+    skip = None if _clustered_layers(model, None, settings["clusters"]) else []
     clustered, report = cluster_and_finetune(
         model, train_ds, val_ds, settings["cluster_epochs"], settings["clusters"],
         learning_rate=settings["cluster_learning_rate"], work_dir=work_dir, strategy=strategy, skip=skip)
