@@ -29,6 +29,7 @@ REPORTED = (
     "libtpu",
     "ai-edge-litert",
     "numpy",
+    "mediapipe",  # the [metadata] extra: TFLite metadata writers
 )
 
 SUPPORTED_PYTHON = ((3, 11), (3, 13))

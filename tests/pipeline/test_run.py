@@ -42,6 +42,24 @@ def test_every_artifact_exists(finished_run):
     assert all(v["passed"] for v in report["verification"].values())
 
 
+def test_files_carry_metadata_when_the_extra_is_installed(finished_run):
+    from tfimgopt.export import metadata
+
+    out, report = finished_run
+    expected = metadata.available()  # export.metadata is "auto" by default
+    for row in report["variants"]:
+        assert metadata.has_metadata(str(out / row["path"])) == expected, row["variant"]
+    assert sorted(report["tflite_metadata"]) == (sorted(report["verification"]) if expected else [])
+    md = (out / "report.md").read_text()
+    if not expected:
+        assert 'pip install "tfimgopt[metadata]"' in md
+        return
+    got = metadata.read_metadata(str(out / report["selection"]["path"]))
+    assert got["labels"] == [str(d) for d in range(10)] and got["color_space"] == "GRAYSCALE"
+    assert got["name"] == f"{report['selection']['variant']} (digits)" and got["version"] == "1"
+    assert "MediaPipe takes RGB models only" in md
+
+
 def test_report_numbers_match_the_files(finished_run):
     from tfimgopt.data import build_pipeline, load_dataset
     from tfimgopt.export import evaluate_tflite

@@ -1,6 +1,7 @@
 """Export (TFLite, by registered exporter) and measurement in the LiteRT interpreter."""
 
 from tfimgopt.export.exporters import Exporter, TFLiteExporter, get_exporter, list_exporters, register_exporter
+from tfimgopt.export.metadata import ModelMetadata, add_metadata, has_metadata, read_metadata
 from tfimgopt.export.tflite import (
     FLOAT_TOLERANCE,
     INT8_MIN_AGREEMENT,
@@ -26,6 +27,10 @@ __all__ = [
     "get_exporter",
     "list_exporters",
     "register_exporter",
+    "ModelMetadata",
+    "add_metadata",
+    "has_metadata",
+    "read_metadata",
     "FLOAT_TOLERANCE",
     "INT8_MIN_AGREEMENT",
     "MIN_AGREEMENT",

@@ -34,8 +34,9 @@ class Exporter:
     every_model: bool = False
 
     def export(self, model: keras.Model, path: str | None, calibration: Any = None, *,
-               num_calibration: int = 200) -> bytes:
-        """Converts `model`, writes it atomically to `path` (if given), returns the bytes."""
+               num_calibration: int = 200, metadata: Any = None) -> bytes:
+        """Converts `model`, writes it atomically to `path` (if given), returns the bytes.
+        `metadata` (a `ModelMetadata`, or None) is what the file tells the app loading it."""
         raise NotImplementedError
 
     def verify(self, blob: bytes, model: keras.Model, images: Any, *, num_samples: int = 64) -> dict[str, Any]:
@@ -58,9 +59,9 @@ class TFLiteExporter(Exporter):
     every_model: bool = False
     suffix: str = ".tflite"
 
-    def export(self, model, path, calibration=None, *, num_calibration=200):
+    def export(self, model, path, calibration=None, *, num_calibration=200, metadata=None):
         return tflite.export_tflite(model, self.mode, calibration if self.needs_calibration else None, path,
-                                    num_calibration=num_calibration)
+                                    num_calibration=num_calibration, metadata=metadata)
 
     def verify(self, blob, model, images, *, num_samples=64):
         return tflite.verify_tflite(blob, model, images, num_samples=num_samples)

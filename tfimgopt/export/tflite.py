@@ -179,6 +179,7 @@ def export_tflite(
     io_type: str = "float32",
     num_calibration: int = 200,
     sparse: bool | str = "auto",
+    metadata: Any = None,
 ) -> bytes:
     """Converts a model to TFLite and writes it atomically.
 
@@ -198,6 +199,9 @@ def export_tflite(
             `"auto"`: for a model with more than 30% zeros in its kernels (a pruned one),
             convert both ways and keep the smaller file, if LiteRT runs it (it refuses
             some sparse int8 layers); outputs are the same.
+        metadata: A `tfimgopt.export.ModelMetadata` (label names, input normalization,
+            name, version) to pack into the file, so MediaPipe Tasks' `ImageClassifier`
+            and the TFLite Task Library load it as-is. Needs the `[metadata]` extra.
 
     Returns:
         The flatbuffer bytes.
@@ -210,8 +214,16 @@ def export_tflite(
         >>> from tfimgopt.export import export_tflite
         >>> blob = export_tflite(model, "int8", representative_data=images, path="model_int8.tflite")
     """
+    if metadata is not None:
+        from tfimgopt.export.metadata import require
+
+        require()  # before converting: a missing extra should cost seconds, not a conversion
     blob = to_tflite_bytes(model, mode, representative_data, io_type=io_type, num_calibration=num_calibration,
                            sparse=sparse)
+    if metadata is not None:
+        from tfimgopt.export.metadata import add_metadata
+
+        blob = add_metadata(blob, metadata)
     if path is not None:
         _io.write_bytes(path, blob)
     return blob

@@ -16,7 +16,8 @@ DATA_COMMANDS = ("run", "train", "distill", "prune", "quantize", "export", "eval
 
 
 def setting(default: Any = dataclasses.MISSING, *, help: str, flags: dict[str, str] | None = None,  # noqa: A002
-            choices: str | None = None, factory: Any = dataclasses.MISSING) -> Any:
+            choices: str | None = None, factory: Any = dataclasses.MISSING,
+            bools: tuple[str, str] | None = None) -> Any:
     """A config field with what the CLI and the docs need to know about it.
 
     Args:
@@ -26,8 +27,10 @@ def setting(default: Any = dataclasses.MISSING, *, help: str, flags: dict[str, s
             `{"run": "epochs", "train": "epochs"}` gives `tfimgopt run --epochs`.
             Every setting is also reachable as `--set section.key=value`.
         choices: The name of a lister in `CHOICES` whose names are the accepted values.
+        bools: For a word setting: the words (false, true) that YAML booleans stand for
+            (YAML reads an unquoted `on`, `off`, `yes`, `no` as a boolean).
     """
-    metadata = {"help": help, "flags": dict(flags or {}), "choices": choices}
+    metadata = {"help": help, "flags": dict(flags or {}), "choices": choices, "bools": bools}
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -234,6 +237,14 @@ class ExportConfig:
                                 flags={"run": "optimize-for"}, choices="optimize_for")
     max_accuracy_drop: float = setting(1.0, help="largest accepted accuracy loss in percentage points against the "
                                                  "float32 baseline", flags={"run": "max-accuracy-drop"})
+    metadata: str = setting("auto", help="TFLite metadata (label names, input normalization, name, version) that "
+                                         "MediaPipe Tasks and the TFLite Task Library read: on, off, or auto (on "
+                                         "when the [metadata] extra is installed)",
+                            flags={"run": "metadata", "export": "metadata"}, bools=("off", "on"))
+    model_name: str = setting("", help="model name in the metadata (default: '<variant or file name> (<dataset>)')")
+    model_version: str = setting("1", help="model version in the metadata")
+    author: str = setting("", help="author in the metadata")
+    license: str = setting("", help="license in the metadata (e.g. Apache-2.0)")
 
     def validate(self) -> None:
         from tfimgopt.export import list_exporters
@@ -249,6 +260,13 @@ class ExportConfig:
         _check(self.optimize_for in targets, "export.optimize_for", self.optimize_for, f"one of {targets}")
         _check(0 <= self.max_accuracy_drop <= 100, "export.max_accuracy_drop", self.max_accuracy_drop,
                "percentage points in [0, 100]")
+        _check(self.metadata in METADATA_CHOICES, "export.metadata", self.metadata, f"one of {METADATA_CHOICES}")
+        for key in ("model_name", "model_version", "author", "license"):
+            value = getattr(self, key)
+            _check(isinstance(value, str) and "\n" not in value, f"export.{key}", value, "a one-line string")
+
+
+METADATA_CHOICES = ("auto", "on", "off")
 
 
 @dataclasses.dataclass
@@ -338,6 +356,8 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]
+        if fields[name].metadata.get("bools") and isinstance(value, bool):
+            value = fields[name].metadata["bools"][value]
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, prefix=f"{prefix}{name}.")
         else:

@@ -73,6 +73,22 @@ def plots(rows, records, chosen, out) -> list[str]:
     return [os.path.relpath(p, out) for p in paths]
 
 
+def metadata_note(report: dict[str, Any]) -> str:
+    """Which files carry TFLite metadata, or why none does."""
+    written, export = report.get("tflite_metadata", []), report["config"]["export"]
+    setting = export["metadata"]
+    if written:
+        note = (f"TFLite metadata (label names, input normalization, name, version {export['model_version']!r}) "
+                f"in {len(written)} of {len(report['verification'])} files: MediaPipe Tasks' ImageClassifier and "
+                "the TFLite Task Library load them as-is.")
+        if report["dataset"]["image_shape"][-1] == 1:
+            note += " MediaPipe takes RGB models only: for it, run with `--set data.channels=3`."
+        return note
+    if setting == "off":
+        return "No TFLite metadata (`export.metadata: off`)."
+    return 'No TFLite metadata: `pip install "tfimgopt[metadata]"` (MediaPipe\'s writers) to add label names.'
+
+
 def report_markdown(report: dict[str, Any], table: str) -> str:
     """The human-readable report of a run."""
     data = report["dataset"]
@@ -112,6 +128,8 @@ def report_markdown(report: dict[str, Any], table: str) -> str:
         table,
         "",
         resolution_note(report["chance"]),
+        "",
+        metadata_note(report),
         "",
         *(["Failed verification (left out of the selection): "
            + "; ".join(f"**{n}**: {e['reason']}" for n, e in report["failed_variants"].items()), ""]

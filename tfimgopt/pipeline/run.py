@@ -216,10 +216,12 @@ def _report(ctx: RunContext, records: _Records, by_key: dict[str, dict[str, Any]
     pictures = plots(table["rows"], trained, selection["variant"], out)
     sample = next(iter(ctx.data.splits.test.batch(16)))[0].numpy().astype("float32")
     save_verification_data(out, {v.name: v.path for v in ctx.variants}, sample)
-    checks = {}
+    checks, with_metadata = {}, []
     for record in ctx.records.values():
         for name, entry in {**record.get("files", {}), **record.get("failed", {})}.items():
             checks[name] = entry["verify"]
+            if entry.get("metadata"):
+                with_metadata.append(name)
     report = {
         "dataset": {"name": info.name, "num_classes": info.num_classes, "image_shape": list(info.image_shape),
                     "num_examples": dict(info.num_examples), "unlabelled": ctx.data.num_unlabelled},
@@ -228,6 +230,7 @@ def _report(ctx: RunContext, records: _Records, by_key: dict[str, dict[str, Any]
         **trained,
         "config": json.loads(json.dumps(config.to_dict())),
         "verification": checks,
+        "tflite_metadata": with_metadata,
         "variants": table["rows"],
         "failed_variants": {name: {"reason": entry["reason"], "verify": entry["verify"]}
                             for name, entry in ctx.failed.items()},

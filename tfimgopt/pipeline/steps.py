@@ -12,6 +12,7 @@ from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.context import load_model, test_accuracy
 from tfimgopt.pipeline.data import calibration_images, prepare_data
 from tfimgopt.pipeline.stages.distill import distil
+from tfimgopt.pipeline.stages.export import model_metadata, writes_metadata
 from tfimgopt.pipeline.verify import VERIFY_FILE, save_verification_data, verify_run
 
 __all__ = ["VERIFY_FILE", "VerificationError", "distill_step", "evaluate_step", "export_step", "prune_step",
@@ -81,11 +82,14 @@ def export_step(config: RunConfig, model_path: str, output: str, mode: str, *, s
 
     exporter = get_exporter(mode)  # an unknown mode raises, naming the registered ones
     _check_output(output, (exporter.suffix,))
+    writes_metadata(config)  # `--metadata on` without the extra fails before loading anything
     model = load_model(model_path, safe_mode=safe_mode)
     data = prepare_data(config)
+    metadata = model_metadata(config, data, os.path.splitext(os.path.basename(output))[0])
     blob = exporter.export(model, output, calibration_images(data) if exporter.needs_calibration else None,
-                           num_calibration=config.export.num_calibration)
-    return {"path": output, "bytes": len(blob), "verify": exporter.verify(blob, model, data.test)}
+                           num_calibration=config.export.num_calibration, metadata=metadata)
+    return {"path": output, "bytes": len(blob), "metadata": metadata is not None,
+            "verify": exporter.verify(blob, model, data.test)}
 
 
 def evaluate_step(config: RunConfig, model_path: str, *, safe_mode: bool = True) -> dict[str, Any]:

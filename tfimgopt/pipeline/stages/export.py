@@ -7,8 +7,9 @@ import time
 from typing import Any
 
 from tfimgopt.compat import keras
+from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.context import RunContext
-from tfimgopt.pipeline.data import calibration_images
+from tfimgopt.pipeline.data import PreparedData, calibration_images
 from tfimgopt.pipeline.stages.base import Stage, register_stage
 from tfimgopt.pipeline.variants import Variant
 
@@ -21,20 +22,47 @@ def failure_reason(check: dict[str, Any]) -> str:
             f"{check['top1_agreement']:.3f} on {check['num_samples']} test images; needed {check['criterion']}")
 
 
+def writes_metadata(config: RunConfig) -> bool:
+    """Whether exports carry TFLite metadata: `export.metadata` on, or auto with the extra
+    installed. On without the extra raises `EnvironmentProblem` saying what to install."""
+    from tfimgopt.export.metadata import available, require
+
+    if config.export.metadata == "on":
+        require()
+        return True
+    return config.export.metadata == "auto" and available()
+
+
+def model_metadata(config: RunConfig, data: PreparedData, name: str) -> Any:
+    """The `ModelMetadata` an export of the model called `name` carries (None when off)."""
+    if not writes_metadata(config):
+        return None
+    from tfimgopt import __version__
+    from tfimgopt.export.metadata import ModelMetadata
+
+    info, e = data.splits.info, config.export
+    return ModelMetadata(
+        labels=info.class_names, name=e.model_name or f"{name} ({info.name})",
+        version=e.model_version, author=e.author, license=e.license, grayscale=info.image_shape[-1] == 1,
+        description=f"{info.num_classes}-class image classifier ({name}) trained on {info.name} by tfimgopt "
+                    f"{__version__}. Input: {info.image_shape[0]}x{info.image_shape[1]} images, pixels 0..255.")
+
+
 def export_variant(ctx: RunContext, model: keras.Model, variant: Variant) -> dict[str, Any]:
     """Writes one variant, verifies it against `model` on test images, and returns its entry
-    (`verify`, timings, and `reason` when it failed)."""
+    (`verify`, timings, `metadata`, and `reason` when it failed)."""
     from tfimgopt.export import get_exporter
 
     exporter = get_exporter(variant.mode)
+    metadata = model_metadata(ctx.config, ctx.data, variant.name)
     began = time.monotonic()
     blob = exporter.export(model, ctx.path(variant.path),
                            calibration_images(ctx.data) if exporter.needs_calibration else None,
-                           num_calibration=ctx.config.export.num_calibration)
+                           num_calibration=ctx.config.export.num_calibration, metadata=metadata)
     converted = time.monotonic()
     check = exporter.verify(blob, model, ctx.data.test, num_samples=64)
     entry = {**variant.to_dict(), "verify": check, "convert_s": round(converted - began, 2),
-             "verify_s": round(time.monotonic() - converted, 2)}
+             "verify_s": round(time.monotonic() - converted, 2), "metadata": metadata is not None}
     if not check["passed"]:
         entry["reason"] = failure_reason(check)
         ctx.log(f"   warning: {variant.name} {entry['reason']}; it is left out of the selection")
@@ -58,7 +86,11 @@ class ExportStage(Stage):
 
     name = "export"
     order = 80
-    settings = ("export.modes", "export.num_calibration")
+    settings = ("export.modes", "export.num_calibration", "export.metadata", "export.model_name",
+                "export.model_version", "export.author", "export.license")
+
+    def preflight(self, ctx: RunContext) -> None:
+        writes_metadata(ctx.config)  # `on` without the extra fails before any training
 
     def planned(self, ctx: RunContext) -> list[Variant]:
         from tfimgopt.export import get_exporter
