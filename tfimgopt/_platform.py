@@ -29,7 +29,7 @@ REPORTED = (
     "libtpu",
     "ai-edge-litert",
     "numpy",
-    "mediapipe",  # the [metadata] extra: TFLite metadata writers
+    "mediapipe",  # TFLite metadata writers (tfimgopt.export.metadata.INSTALL)
 )
 
 SUPPORTED_PYTHON = ((3, 11), (3, 13))

@@ -1,9 +1,9 @@
 """TFLite metadata (label names, input normalization, name, version), written and read back
 with MediaPipe's metadata library, and the file loaded by MediaPipe Tasks' ImageClassifier.
 
-The tests that need MediaPipe run where the `[metadata]` extra is installed (CI's py312 leg
-installs it: it cannot share an environment with `[dev]`'s opencv-python-headless, see
-setup.cfg); the others run everywhere.
+The tests that need MediaPipe run where it is installed (the README's set-up and CI's colab
+leg install it with --no-deps, see setup.cfg; the py312 leg does not, so the run's
+no-metadata path is tested there); the others run everywhere.
 """
 
 import sys
@@ -68,11 +68,11 @@ def test_missing_extra_says_what_to_install(monkeypatch, rgb_model, tmp_path):
 
     _without_mediapipe(monkeypatch)
     assert not md.available()
-    with pytest.raises(EnvironmentProblem, match=r'pip install "tfimgopt\[metadata\]"'):
+    with pytest.raises(EnvironmentProblem, match=r'pip install --no-deps "mediapipe>=0.10.30,<2"'):
         export_tflite(rgb_model, "float32", metadata=md.ModelMetadata(LABELS))
     # `tfimgopt export --metadata on` stops before loading anything (the model file does not exist).
     config = load_config(overrides=["export.metadata=on"])
-    with pytest.raises(EnvironmentProblem, match="tfimgopt\\[metadata\\]"):
+    with pytest.raises(EnvironmentProblem, match="mediapipe>=0.10.30"):
         export_step(config, str(tmp_path / "absent.keras"), str(tmp_path / "out.tflite"), "float32")
 
 
@@ -86,10 +86,10 @@ def test_metadata_setting_is_validated():
         load_config(overrides=["export.metadata=sometimes"])
 
 
-# --- with the [metadata] extra -------------------------------------------------------------
+# --- with MediaPipe installed --------------------------------------------------------------
 
-needs_mediapipe = pytest.mark.skipif(not md.available(), reason='needs the [metadata] extra (mediapipe); '
-                                                                "CI's py312 leg installs it")
+needs_mediapipe = pytest.mark.skipif(not md.available(), reason="needs MediaPipe's metadata writers "
+                                                                "(tfimgopt.export.metadata.INSTALL)")
 
 
 @needs_mediapipe

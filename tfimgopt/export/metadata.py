@@ -2,8 +2,11 @@
 normalization, model name and version, as MediaPipe Tasks' `ImageClassifier` and the TFLite
 Task Library read them.
 
-Written and read with MediaPipe's metadata writers (`pip install "tfimgopt[metadata]"`),
-the maintained successor of tflite-support's, which has no wheels past Python 3.11.
+Written and read with MediaPipe's metadata writers, the maintained successor of
+tflite-support's (which has no wheels past Python 3.11). Install them with
+`pip install --no-deps "mediapipe>=0.10.30,<2"`: MediaPipe declares absl-py~=2.3 and
+TFMOT 0.8.1 absl-py~=1.2, so pip cannot resolve them together, while the writers and
+MediaPipe's ImageClassifier need neither absl 2 nor MediaPipe's OpenCV.
 MediaPipe's wheels since 0.10.30 ship those writers without the compiled helper that stamps
 the minimum metadata parser version into the file (`mediapipe.tasks.cc.metadata.python.
 _pywrap_metadata_version`), so importing them fails. `_parser_version` below computes the
@@ -30,6 +33,7 @@ LABELS_FILE = "labels.txt"
 # The identifier TFLite gives the metadata buffer inside a model.
 METADATA_NAME = "TFLITE_METADATA"
 _HELPER = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
+INSTALL = 'pip install --no-deps "mediapipe>=0.10.30,<2"'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +78,7 @@ class ModelMetadata:
 
 
 def available() -> bool:
-    """True when the metadata writers (the `[metadata]` extra) can be imported."""
+    """True when MediaPipe's metadata writers can be imported (see `INSTALL`)."""
     try:
         require()
     except EnvironmentProblem:
@@ -101,7 +105,7 @@ def add_metadata(model: bytes | str | os.PathLike, info: ModelMetadata, path: st
         the same outputs.
 
     Raises:
-        EnvironmentProblem: the `[metadata]` extra is not installed.
+        EnvironmentProblem: MediaPipe is not installed (see `INSTALL`).
         ConfigError: the model carries metadata already, or it is not a classifier with
             one image input and one output of `len(info.labels)` classes, or its channels
             do not match `mean`/`std`.
@@ -110,7 +114,7 @@ def add_metadata(model: bytes | str | os.PathLike, info: ModelMetadata, path: st
         >>> from tfimgopt.export import export_tflite
         >>> from tfimgopt.export.metadata import ModelMetadata, add_metadata, available
         >>> blob = export_tflite(model)  # a grayscale digits classifier
-        >>> if available():  # the [metadata] extra
+        >>> if available():  # MediaPipe installed
         ...     blob = add_metadata(blob, ModelMetadata(tuple("0123456789"), grayscale=True, version="2"))
     """
     metadata_writer, metadata_info, metadata_fb = _writers()
@@ -228,8 +232,9 @@ def _writers():
             raise
         if importlib.util.find_spec("mediapipe") is None:
             raise EnvironmentProblem(
-                'TFLite metadata needs MediaPipe\'s metadata writers: pip install "tfimgopt[metadata]" '
-                "(mediapipe). Or export without metadata.") from None
+                f"TFLite metadata needs MediaPipe's metadata writers: {INSTALL} (--no-deps: MediaPipe's declared "
+                "absl-py~=2.3 conflicts with TFMOT's absl-py~=1.2, and the writers need neither). Or export "
+                "without metadata (export.metadata: off).") from None
         _install_parser_version_helper()
     from mediapipe.tasks.metadata import metadata_schema_py_generated as metadata_fb
     from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer

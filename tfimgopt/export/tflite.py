@@ -201,7 +201,8 @@ def export_tflite(
             some sparse int8 layers); outputs are the same.
         metadata: A `tfimgopt.export.ModelMetadata` (label names, input normalization,
             name, version) to pack into the file, so MediaPipe Tasks' `ImageClassifier`
-            and the TFLite Task Library load it as-is. Needs the `[metadata]` extra.
+            and the TFLite Task Library load it as-is. Needs MediaPipe (see
+            `tfimgopt.export.metadata.INSTALL`).
 
     Returns:
         The flatbuffer bytes.

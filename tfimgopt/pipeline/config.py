@@ -239,7 +239,7 @@ class ExportConfig:
                                                  "float32 baseline", flags={"run": "max-accuracy-drop"})
     metadata: str = setting("auto", help="TFLite metadata (label names, input normalization, name, version) that "
                                          "MediaPipe Tasks and the TFLite Task Library read: on, off, or auto (on "
-                                         "when the [metadata] extra is installed)",
+                                         "when MediaPipe's writers are installed)",
                             flags={"run": "metadata", "export": "metadata"}, bools=("off", "on"))
     model_name: str = setting("", help="model name in the metadata (default: '<variant or file name> (<dataset>)')")
     model_version: str = setting("1", help="model version in the metadata")
