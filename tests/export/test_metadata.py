@@ -207,3 +207,13 @@ def test_export_command_writes_dataset_labels(tmp_path):
     assert got["labels"] == [str(d) for d in range(10)]
     assert (got["name"], got["version"], got["license"], got["color_space"]) == \
         ("digits_rgb (digits)", "3", "MIT", "RGB")
+
+
+@needs_mediapipe
+def test_mediapipe_without_opencv_says_what_to_install(monkeypatch, rgb_model):
+    for name in [n for n in sys.modules if n == "mediapipe" or n.startswith("mediapipe.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # MediaPipe imports OpenCV when it loads
+    assert not md.available()
+    with pytest.raises(EnvironmentProblem, match="installed but does not import.*cv2.*opencv-python-headless"):
+        export_tflite(rgb_model, "float32", metadata=md.ModelMetadata(LABELS))

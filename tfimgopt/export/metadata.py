@@ -3,10 +3,10 @@ normalization, model name and version, as MediaPipe Tasks' `ImageClassifier` and
 Task Library read them.
 
 Written and read with MediaPipe's metadata writers, the maintained successor of
-tflite-support's (which has no wheels past Python 3.11). Install them with
-`pip install --no-deps "mediapipe>=0.10.30,<2"`: MediaPipe declares absl-py~=2.3 and
-TFMOT 0.8.1 absl-py~=1.2, so pip cannot resolve them together, while the writers and
-MediaPipe's ImageClassifier need neither absl 2 nor MediaPipe's OpenCV.
+tflite-support's (which has no wheels past Python 3.11). Install them with `INSTALL`:
+MediaPipe declares absl-py~=2.3 and TFMOT 0.8.1 absl-py~=1.2, so pip cannot resolve them
+together, while the writers and MediaPipe's ImageClassifier need neither absl 2 nor
+MediaPipe's own OpenCV wheel (any cv2 will do; it is imported when MediaPipe loads).
 MediaPipe's wheels since 0.10.30 ship those writers without the compiled helper that stamps
 the minimum metadata parser version into the file (`mediapipe.tasks.cc.metadata.python.
 _pywrap_metadata_version`), so importing them fails. `_parser_version` below computes the
@@ -33,7 +33,8 @@ LABELS_FILE = "labels.txt"
 # The identifier TFLite gives the metadata buffer inside a model.
 METADATA_NAME = "TFLITE_METADATA"
 _HELPER = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
-INSTALL = 'pip install --no-deps "mediapipe>=0.10.30,<2"'
+# MediaPipe imports OpenCV when it loads (any cv2 wheel; the headless one needs no display libraries).
+INSTALL = 'pip install opencv-python-headless && pip install --no-deps "mediapipe>=0.10.30,<2"'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,20 +226,26 @@ def _classifier_shapes(blob: bytes) -> tuple[tuple[int, ...], int]:
 
 def _writers():
     """MediaPipe's metadata_writer, metadata_info and metadata schema modules."""
+    def broken(err: ImportError) -> EnvironmentProblem:
+        return EnvironmentProblem(f"MediaPipe is installed but does not import ({err}). It imports OpenCV when it "
+                                  f"loads: {INSTALL}. Or export without metadata (export.metadata: off).")
+
     try:
         importlib.import_module(_HELPER)
-    except ModuleNotFoundError as err:
-        if not err.name or not err.name.startswith("mediapipe"):
-            raise
+    except ImportError as err:
         if importlib.util.find_spec("mediapipe") is None:
             raise EnvironmentProblem(
                 f"TFLite metadata needs MediaPipe's metadata writers: {INSTALL} (--no-deps: MediaPipe's declared "
                 "absl-py~=2.3 conflicts with TFMOT's absl-py~=1.2, and the writers need neither). Or export "
                 "without metadata (export.metadata: off).") from None
+        if not isinstance(err, ModuleNotFoundError) or not (err.name or "").startswith("mediapipe.tasks.cc"):
+            raise broken(err) from None
         _install_parser_version_helper()
-    from mediapipe.tasks.metadata import metadata_schema_py_generated as metadata_fb
-    from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer
-
+    try:
+        from mediapipe.tasks.metadata import metadata_schema_py_generated as metadata_fb
+        from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer
+    except ImportError as err:
+        raise broken(err) from None
     return metadata_writer, metadata_info, metadata_fb
 
 

@@ -86,8 +86,10 @@ def metadata_note(report: dict[str, Any]) -> str:
         return note
     if setting == "off":
         return "No TFLite metadata (`export.metadata: off`)."
-    return ('No TFLite metadata (label names, input normalization): `pip install --no-deps "mediapipe>=0.10.30,<2"` '
-            "(MediaPipe's writers) adds it.")
+    from tfimgopt.export.metadata import INSTALL
+
+    return f"No TFLite metadata (label names, input normalization): `{INSTALL}` (MediaPipe's writers) adds it."
+
 
 
 def report_markdown(report: dict[str, Any], table: str) -> str:
