@@ -1,12 +1,14 @@
 """Knowledge distillation as a Keras model: a frozen teacher guides a student.
 
-Loss per example (Hinton et al., 2015):
+Loss per example (Hinton et al., 2015), by default:
 
     alpha * CE(y, student(x)) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T))
 
 where `t` and `s` are the teacher's and student's logits. The teacher runs in inference
 mode and never changes; only the student is trained. `T^2` keeps the gradient scale of
-the soft term independent of the temperature.
+the soft term independent of the temperature. The soft term may instead be a weighted sum
+of distillation losses (`LogitsDistillation`, `FeatureDistillation` between named layers),
+as in Keras 3's `keras.distillation`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,15 @@ from __future__ import annotations
 from typing import Any
 
 from tfimgopt.compat import keras, tf
+from tfimgopt.distill.losses import (
+    DistillationLoss,
+    FeatureDistillation,
+    KerasIOLoss,
+    LogitsDistillation,
+    check_temperature,
+    kl_distillation,
+    per_example_loss,
+)
 from tfimgopt.errors import ConfigError, received
 
 TEACHER_LOGITS = "teacher_logits"
@@ -28,45 +39,32 @@ def _check_alpha(alpha: Any) -> float:
     return float(alpha)
 
 
-def _check_temperature(temperature: Any) -> float:
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, int | float)
-        or not temperature > 0
-        or temperature == float("inf")
-    ):
-        raise ConfigError(f"temperature must be a finite number > 0. {received('temperature', temperature)}")
-    return float(temperature)
+_check_temperature = check_temperature
+_per_example = per_example_loss
+# The default soft term, under its historical public name.
+distillation_loss = kl_distillation
+LOSS_CLASSES = {cls.__name__: cls for cls in (LogitsDistillation, FeatureDistillation)}
 
 
-def _per_example(loss_fn: Any) -> Any:
-    """A copy of a Keras loss that returns one value per example (no reduction)."""
-    if isinstance(loss_fn, keras.losses.Loss):
-        config = loss_fn.get_config()
-        config["reduction"] = keras.losses.Reduction.NONE
-        return type(loss_fn).from_config(config)
-    return loss_fn
+def _check_weights(weights: Any, n: int) -> list[float]:
+    if weights is None:
+        return [1.0] * n
+    weights = list(weights)
+    if len(weights) != n or any(isinstance(w, bool) or not isinstance(w, int | float) or w < 0 for w in weights):
+        raise ConfigError(f"distillation_loss_weights must be {n} number(s) >= 0, one per distillation loss. "
+                          f"{received('distillation_loss_weights', weights)}")
+    return [float(w) for w in weights]
 
 
-def distillation_loss(
-    teacher_logits: tf.Tensor, student_logits: tf.Tensor, temperature: float
-) -> tf.Tensor:
-    """Per-example `T^2 * KL(softmax(t / T) || softmax(s / T))`, computed stably in float32.
-
-    Args:
-        teacher_logits: `(batch, classes)` teacher logits.
-        student_logits: `(batch, classes)` student logits.
-        temperature: Softening temperature `T > 0`.
-
-    Returns:
-        A `(batch,)` float32 tensor.
-    """
-    t = tf.cast(teacher_logits, tf.float32) / temperature
-    s = tf.cast(student_logits, tf.float32) / temperature
-    p_teacher = tf.nn.softmax(t)
-    # KL = sum p_t * (log p_t - log p_s), with log-softmax instead of log(softmax).
-    kl = tf.reduce_sum(p_teacher * (tf.nn.log_softmax(t) - tf.nn.log_softmax(s)), axis=-1)
-    return kl * (temperature**2)
+def _layer_output(model: keras.Model, name: str | None, role: str) -> tf.Tensor:
+    if name is None:
+        return model.outputs[0]
+    try:
+        return model.get_layer(name).output
+    except ValueError:
+        names = [layer.name for layer in model.layers]
+        raise ConfigError(f"The {role} has no layer {name!r}. Its layers: {names}. "
+                          f"{received(f'{role}_layer_name', name)}") from None
 
 
 class Distiller(keras.Model):
@@ -85,19 +83,26 @@ class Distiller(keras.Model):
     batch, so the update under a distribution strategy equals the single-device one.
     Student loss and metrics are averaged over labelled examples only.
 
-    Both models must output logits. After training, save or compress
-    `distiller.student` on its own.
+    Both models must output logits (softmax heads are turned back into logits). After
+    training, save or compress `distiller.student` on its own: projections learned by
+    `FeatureDistillation` are not part of it.
 
     Args:
         teacher: A trained tf_keras model; frozen here.
         student: The tf_keras model to train.
         alpha: Weight of the hard-label loss in [0, 1]; `1 - alpha` weighs the
             distillation term. May be overridden in `compile`.
-        temperature: Softening temperature > 0. May be overridden in `compile`.
+        temperature: Softening temperature > 0 of the default logits term. May be
+            overridden in `compile`.
+        distillation_losses: Instead of the default term: one `DistillationLoss` or a
+            list (`LogitsDistillation(temperature)`, `FeatureDistillation(loss,
+            teacher_layer_name, student_layer_name)`), summed with...
+        distillation_loss_weights: ...these weights (default 1 each).
+        student_loss_weight: Keras 3's name for `alpha`.
 
     Raises:
-        ConfigError: alpha outside [0, 1], temperature <= 0, or models with different
-            numbers of outputs.
+        ConfigError: alpha outside [0, 1], temperature <= 0, models with different
+            numbers of outputs, unknown layer names, or mismatched weights.
 
     Example:
         >>> from tfimgopt.distill import Distiller
@@ -112,8 +117,11 @@ class Distiller(keras.Model):
         self,
         teacher: keras.Model,
         student: keras.Model,
-        alpha: float = 0.1,
+        alpha: float | None = None,
         temperature: float = 4.0,
+        distillation_losses: DistillationLoss | list[DistillationLoss] | None = None,
+        distillation_loss_weights: list[float] | None = None,
+        student_loss_weight: float | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -137,8 +145,22 @@ class Distiller(keras.Model):
         self.teacher = teacher
         self.student = student
         self.teacher.trainable = False
-        self.alpha = _check_alpha(alpha)
+        if alpha is not None and student_loss_weight is not None and alpha != student_loss_weight:
+            raise ConfigError("alpha and student_loss_weight are two names for one weight; give one. Received: "
+                              f"alpha={alpha!r}, student_loss_weight={student_loss_weight!r}")
+        self.alpha = _check_alpha(next((a for a in (alpha, student_loss_weight) if a is not None), 0.1))
         self.temperature = _check_temperature(temperature)
+        self._custom_losses = distillation_losses is not None
+        self._loss_fn = None  # compile(distillation_loss_fn=...)
+        if self._custom_losses:
+            losses = [distillation_losses] if isinstance(distillation_losses, DistillationLoss) \
+                else list(distillation_losses)
+            self._set_losses(losses, _check_weights(distillation_loss_weights, len(losses)))
+        else:
+            if distillation_loss_weights is not None:
+                raise ConfigError("distillation_loss_weights needs distillation_losses. "
+                                  f"{received('distillation_loss_weights', distillation_loss_weights)}")
+            self._set_losses([LogitsDistillation(self.temperature)], [1.0])
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.total_loss_tracker = keras.metrics.Mean(name="loss")
@@ -161,8 +183,12 @@ class Distiller(keras.Model):
             metrics: Metrics on the student's predictions (e.g. `["accuracy"]`).
             student_loss_fn: Hard-label loss on logits; by default cross-entropy,
                 sparse or categorical to match the labels.
-            distillation_loss_fn: `fn(teacher_logits, student_logits, temperature)` ->
-                per-example loss; by default `distillation_loss` (T^2-scaled KL).
+            distillation_loss_fn: The soft term, as keras.io's distillation example
+                defines it: a Keras loss (e.g. `KLDivergence()`) or any
+                `fn(teacher_probs, student_probs)` is applied to the temperature-softened
+                probabilities and scaled by T^2. A three-argument
+                `fn(teacher_logits, student_logits, temperature)` gets the logits. By
+                default the T^2-scaled KL divergence, computed stably from the logits.
             alpha: Overrides the constructor's alpha.
             temperature: Overrides the constructor's temperature.
             **kwargs: Passed to `keras.Model.compile` (e.g. `jit_compile=True`).
@@ -175,8 +201,42 @@ class Distiller(keras.Model):
             self.alpha = _check_alpha(alpha)
         if temperature is not None:
             self.temperature = _check_temperature(temperature)
+        if self._custom_losses and (distillation_loss_fn is not None or temperature is not None):
+            raise ConfigError("This Distiller has its distillation_losses: set their temperature and loss there, "
+                              "not in compile(). Received: "
+                              f"distillation_loss_fn={distillation_loss_fn!r}, temperature={temperature!r}")
         self.student_loss_fn = _per_example(student_loss_fn) if student_loss_fn is not None else None
-        self.distillation_loss_fn = distillation_loss_fn or distillation_loss
+        if not self._custom_losses:
+            self._loss_fn = distillation_loss_fn
+            term = KerasIOLoss(self.temperature, distillation_loss_fn) if distillation_loss_fn is not None \
+                else LogitsDistillation(self.temperature)
+            self._set_losses([term], [1.0])
+
+    def _set_losses(self, losses: list[Any], weights: list[float]) -> None:
+        """Checks and builds the distillation terms, and the models giving the outputs they compare."""
+        if not losses or not all(isinstance(loss, DistillationLoss) for loss in losses):
+            raise ConfigError("distillation_losses must be one or more DistillationLoss objects (LogitsDistillation, "
+                              f"FeatureDistillation). {received('distillation_losses', losses)}")
+        teacher_names = list(dict.fromkeys([None, *(loss.teacher_layer_name for loss in losses)]))
+        student_names = list(dict.fromkeys([None, *(loss.student_layer_name for loss in losses)]))
+        features = len(teacher_names) > 1 or len(student_names) > 1
+        if features:  # layer outputs need functional (or Sequential) models
+            teacher_outputs = [_layer_output(self.teacher, n, "teacher") for n in teacher_names]
+            student_outputs = [_layer_output(self.student, n, "student") for n in student_names]
+            shapes = {("teacher", n): o.shape[1:] for n, o in zip(teacher_names, teacher_outputs, strict=True)}
+            shapes.update({("student", n): o.shape[1:] for n, o in zip(student_names, student_outputs, strict=True)})
+        else:
+            shapes = {("teacher", None): tf.TensorShape(self.teacher.output_shape[1:]),
+                      ("student", None): tf.TensorShape(self.student.output_shape[1:])}
+        for loss in losses:
+            loss.build(shapes["teacher", loss.teacher_layer_name], shapes["student", loss.student_layer_name])
+        self.distillation_losses = losses
+        self.distillation_loss_weights = weights
+        self._teacher_names, self._student_names = teacher_names, student_names
+        self._teacher_taps = keras.Model(self.teacher.inputs, teacher_outputs) if features else None
+        self._student_taps = keras.Model(self.student.inputs, student_outputs) if features else None
+        # Tracked as attributes, so their variables are saved with the distiller (not the student).
+        self.projections = [layer for loss in losses for layer in loss.layers]
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
@@ -228,27 +288,43 @@ class Distiller(keras.Model):
             y = tf.maximum(y, tf.zeros_like(y))
         return x, y, teacher_logits, tf.cast(tf.reshape(mask, [-1]), tf.float32)
 
-    def _loss_terms(self, y, student_logits, teacher_logits, mask):
-        hard = self._hard_loss(y, student_logits) * mask
-        soft = self.distillation_loss_fn(teacher_logits, student_logits, self.temperature)
+    def _teacher_outputs(self, x, teacher_logits) -> dict[str | None, tf.Tensor]:
+        """Layer name (None: logits) -> teacher output, without gradient."""
+        if self._teacher_taps is None:
+            outputs = {None: teacher_logits if teacher_logits is not None else self.teacher(x, training=False)}
+        else:
+            outputs = dict(zip(self._teacher_names, self._teacher_taps(x, training=False), strict=True))
+            if teacher_logits is not None:
+                outputs[None] = teacher_logits
+        return {name: tf.stop_gradient(value) for name, value in outputs.items()}
+
+    def _student_outputs(self, x, training: bool) -> dict[str | None, tf.Tensor]:
+        if self._student_taps is None:
+            return {None: self.student(x, training=training)}
+        return dict(zip(self._student_names, self._student_taps(x, training=training), strict=True))
+
+    def _loss_terms(self, y, student, teacher, mask):
+        hard = self._hard_loss(y, student[None]) * mask
+        soft = tf.zeros_like(hard)
+        for loss, weight in zip(self.distillation_losses, self.distillation_loss_weights, strict=True):
+            soft += weight * loss.per_example(teacher[loss.teacher_layer_name], student[loss.student_layer_name])
         per_example = self.alpha * hard + (1.0 - self.alpha) * soft
         return hard, soft, per_example
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         x, y, teacher_logits, mask = self._unpack(data)
-        if teacher_logits is None:
-            teacher_logits = self.teacher(x, training=False)
-        teacher_logits = tf.stop_gradient(teacher_logits)
+        teacher = self._teacher_outputs(x, teacher_logits)
         with tf.GradientTape() as tape:
-            student_logits = self.student(x, training=True)
-            hard, soft, per_example = self._loss_terms(y, student_logits, teacher_logits, mask)
+            student = self._student_outputs(x, training=True)
+            student_logits = student[None]
+            hard, soft, per_example = self._loss_terms(y, student, teacher, mask)
             # Sum over the replica's examples / global batch: gradients summed across
             # replicas then equal the single-device gradient of the batch mean.
             loss = tf.nn.compute_average_loss(per_example)
             if self.student.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.student.losses))
             scaled = self.optimizer.get_scaled_loss(loss) if hasattr(self.optimizer, "get_scaled_loss") else loss
-        variables = self.student.trainable_variables
+        variables = self.student.trainable_variables + [v for p in self.projections for v in p.trainable_variables]
         grads = tape.gradient(scaled, variables)
         if hasattr(self.optimizer, "get_unscaled_gradients"):
             grads = self.optimizer.get_unscaled_gradients(grads)
@@ -257,11 +333,9 @@ class Distiller(keras.Model):
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         x, y, teacher_logits, mask = self._unpack(data)
-        student_logits = self.student(x, training=False)
-        if teacher_logits is None:
-            teacher_logits = self.teacher(x, training=False)
-        hard, soft, per_example = self._loss_terms(y, student_logits, teacher_logits, mask)
-        return self._update_metrics(y, student_logits, hard, soft, per_example, mask)
+        student = self._student_outputs(x, training=False)
+        hard, soft, per_example = self._loss_terms(y, student, self._teacher_outputs(x, teacher_logits), mask)
+        return self._update_metrics(y, student[None], hard, soft, per_example, mask)
 
     def _update_metrics(self, y, student_logits, hard, soft, per_example, mask) -> dict[str, tf.Tensor]:
         self.student_loss_tracker.update_state(hard, sample_weight=mask)
@@ -271,19 +345,32 @@ class Distiller(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def get_config(self) -> dict[str, Any]:
-        return {
+        config = {
             "name": self.name,
             "teacher": keras.saving.serialize_keras_object(self.teacher),
             "student": keras.saving.serialize_keras_object(self.student),
             "alpha": self.alpha,
             "temperature": self.temperature,
         }
+        if self._custom_losses:
+            config["distillation_losses"] = [{"class_name": type(loss).__name__, "config": loss.get_config()}
+                                             for loss in self.distillation_losses]
+            config["distillation_loss_weights"] = list(self.distillation_loss_weights)
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Distiller:
         config = dict(config)
         teacher = keras.saving.deserialize_keras_object(config.pop("teacher"))
         student = keras.saving.deserialize_keras_object(config.pop("student"))
+        if config.get("distillation_losses") is not None:
+            losses = []
+            for item in config.pop("distillation_losses"):
+                if item.get("class_name") not in LOSS_CLASSES:
+                    raise ConfigError(f"Unknown distillation loss class {item.get('class_name')!r}: known are "
+                                      f"{sorted(LOSS_CLASSES)}. {received('distillation_losses', item)}")
+                losses.append(LOSS_CLASSES[item["class_name"]].from_config(item["config"]))
+            config["distillation_losses"] = losses
         return cls(teacher, student, **config)
 
 
