@@ -227,3 +227,40 @@ def test_custom_losses_keep_their_settings_out_of_compile():
         distiller.compile(temperature=5.0)
     with pytest.raises(ConfigError, match="Unknown logits distillation loss 'klx'"):
         LogitsDistillation(loss="klx")
+
+
+def test_run_config_chooses_the_losses(digits16, trained_cnn):
+    from tfimgopt.data import build_pipeline
+    from tfimgopt.distill import distill
+    from tfimgopt.distill.tune import make_distiller
+    from tfimgopt.models import create_model
+    from tfimgopt.pipeline import load_config
+    from tfimgopt.pipeline.stages.distill import check_losses
+
+    losses = [{"type": "logits", "temperature": 2.0},
+              {"type": "feature", "teacher_layer_name": "conv2", "student_layer_name": "conv1", "weight": 0.5}]
+    config = load_config(overrides=[f"distill.losses={losses}", "data.image_size=16"])
+    assert config.distill.losses == losses
+    train_ds = build_pipeline(digits16.train.take(64), 32, training=True)
+
+    def student():
+        return create_model("tiny_cnn", digits16.info.image_shape, 10, filters=4)
+
+    distiller = make_distiller(trained_cnn, student, train_ds, losses=config.distill.losses)
+    assert [type(t).__name__ for t in distiller.distillation_losses] == ["LogitsDistillation", "FeatureDistillation"]
+    assert distiller.distillation_loss_weights == [1.0, 0.5] and distiller.distillation_losses[0].temperature == 2.0
+    assert distiller.projections[0].kernel.shape == (4, 8)  # student conv1 (4) -> teacher conv2 (width 8)
+    trained = distill(trained_cnn, student, train_ds, epochs=1, losses=config.distill.losses, verbose=0)
+    assert trained.count_params() == student().count_params()  # the projection is not in the student
+    # The default table is the plain logits term (keras.io's path), and bad entries fail at load time.
+    assert make_distiller(trained_cnn, student, train_ds, losses=[{"type": "logits"}]).projections == []
+    with pytest.raises(ConfigError, match="type one of \\['feature', 'logits'\\]"):
+        load_config(overrides=['distill.losses=[{"type": "features"}]'])
+    with pytest.raises(ConfigError, match="accepted: \\['loss', 'teacher_layer_name'"):
+        load_config(overrides=['distill.losses=[{"type": "feature", "teacher_layer": "conv2"}]'])
+    # A layer the models lack fails in the run's preflight, before anything trains.
+    bad = load_config(overrides=["data.image_size=16",
+                                 'distill.losses=[{"type": "feature", "teacher_layer_name": "conv9", '
+                                 '"student_layer_name": "conv1"}]'])
+    with pytest.raises(ConfigError, match="The teacher has no layer 'conv9'"):
+        check_losses(bad, digits16.info)

@@ -301,21 +301,37 @@ def distillation_fn_form(fn: Any) -> str:
 
 
 LOSSES = {"logits": LogitsDistillation, "feature": FeatureDistillation}
+DEFAULT_LOSSES = ({"type": "logits"},)
 
 
-def loss_from_config(spec: dict[str, Any]) -> tuple[DistillationLoss, float]:
+def loss_from_config(spec: dict[str, Any], temperature: float | None = None) -> tuple[DistillationLoss, float]:
     """A loss and its weight from a run config entry: `{"type": "logits" | "feature",
-    "weight": 1.0, ...the loss's own arguments}`."""
+    "weight": 1.0, ...the loss's own arguments}`; a logits entry without a temperature
+    takes `temperature`."""
     if not isinstance(spec, dict) or spec.get("type") not in LOSSES:
         raise ConfigError(f"Each distillation loss is a table with type one of {sorted(LOSSES)} (and weight, "
                           f"and the loss's own arguments). {received('loss', spec)}")
     args = {k: v for k, v in spec.items() if k not in ("type", "weight")}
+    if spec["type"] == "logits" and "temperature" not in args and temperature is not None:
+        args["temperature"] = temperature
     weight = spec.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
         raise ConfigError(f"A distillation loss weight must be a number >= 0. {received('weight', weight)}")
     try:
         return LOSSES[spec["type"]](**args), float(weight)
     except TypeError as err:
-        accepted = list(inspect.signature(LOSSES[spec["type"]]).parameters)
+        accepted = [p for p in inspect.signature(LOSSES[spec["type"]]).parameters if p != "self"]
         raise ConfigError(f"Bad arguments for a {spec['type']} distillation loss ({err}); accepted: "
-                          f"{accepted}. {received('loss', spec)}") from None
+                          f"{accepted} and weight. {received('loss', spec)}") from None
+
+
+def losses_from_config(specs: Any, temperature: float) -> dict[str, Any]:
+    """`Distiller` keyword arguments for the losses of a run config (`distill.losses`):
+    empty for the default (one logits term at `temperature`), else `distillation_losses`
+    and `distillation_loss_weights`."""
+    if not isinstance(specs, list | tuple) or not specs:
+        raise ConfigError(f"distill.losses must be a non-empty list of loss tables. {received('losses', specs)}")
+    if [dict(s) if isinstance(s, dict) else s for s in specs] == list(DEFAULT_LOSSES):
+        return {}
+    built = [loss_from_config(spec, temperature) for spec in specs]
+    return {"distillation_losses": [loss for loss, _ in built], "distillation_loss_weights": [w for _, w in built]}

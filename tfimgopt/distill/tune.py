@@ -12,6 +12,7 @@ import numpy as np
 
 from tfimgopt.compat import keras, tf
 from tfimgopt.distill.distiller import Distiller, _check_alpha, _check_temperature
+from tfimgopt.distill.losses import losses_from_config
 from tfimgopt.errors import ConfigError, received
 
 METHODS = ("grid", "halving")
@@ -26,13 +27,15 @@ def _soft_labels(dataset: tf.data.Dataset) -> bool:
 
 
 def make_distiller(teacher, student, train_ds, *, alpha=0.1, temperature=4.0, learning_rate=1e-3,
-                   strategy=None, jit_compile=None) -> Distiller:
-    """Builds and compiles a `Distiller` in `strategy`'s scope (student may be a builder)."""
+                   strategy=None, jit_compile=None, losses=None) -> Distiller:
+    """Builds and compiles a `Distiller` in `strategy`'s scope (student may be a builder).
+    `losses`: loss tables as in a run config's `distill.losses` (None: logits at `temperature`)."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         if not isinstance(student, keras.Model):
             student = student()
-        distiller = Distiller(teacher, student, alpha=alpha, temperature=temperature)
+        terms = losses_from_config(list(losses), temperature) if losses is not None else {}
+        distiller = Distiller(teacher, student, alpha=alpha, temperature=temperature, **terms)
         distiller.build(student.input_shape)  # BackupAndRestore needs a built model to restore into
         soft = _soft_labels(train_ds)
         metric = keras.metrics.CategoricalAccuracy if soft else keras.metrics.SparseCategoricalAccuracy
@@ -56,12 +59,16 @@ def distill(
     jit_compile: bool | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
+    losses: Sequence[dict[str, Any]] | None = None,
 ) -> keras.Model:
     """Distils `teacher` into `student` with the shared, resumable training loop.
 
     `train_ds` may mix labelled and unlabelled examples (see `tfimgopt.data.with_unlabelled`).
     With a `work_dir`, training resumes after an interruption and the best student is
-    kept in `work_dir/best.keras`.
+    kept in `work_dir/best.keras` (a feature loss's projection restarts on a resume: it
+    is not part of the student). `losses`: loss tables as in a run config's
+    `distill.losses`, e.g. `[{"type": "logits"}, {"type": "feature", "teacher_layer_name":
+    "conv4", "student_layer_name": "conv2", "weight": 0.5}]` (None: logits only).
 
     Returns:
         The trained student (a plain tf_keras model, ready to save, prune or export).
@@ -69,7 +76,8 @@ def distill(
     from tfimgopt.training import train
 
     distiller = make_distiller(teacher, student, train_ds, alpha=alpha, temperature=temperature,
-                               learning_rate=learning_rate, strategy=strategy, jit_compile=jit_compile)
+                               learning_rate=learning_rate, strategy=strategy, jit_compile=jit_compile,
+                               losses=losses)
     train(distiller, train_ds, val_ds, epochs, strategy=strategy, work_dir=work_dir, compile_model=False,
           callbacks=callbacks, verbose=verbose)
     return distiller.student
@@ -122,6 +130,7 @@ def tune_distillation(
     strategy: tf.distribute.Strategy | None = None,
     seed: int = 0,
     verbose: int = 1,
+    losses: Sequence[dict[str, Any]] | None = None,
 ) -> TuneResult:
     """Searches alpha and temperature by the student's validation accuracy.
 
@@ -143,6 +152,8 @@ def tune_distillation(
         strategy: Distribution strategy for every candidate.
         seed: Seeds each candidate's student initialisation.
         verbose: 1 prints one line per evaluated candidate.
+        losses: Loss tables as in `distill`; logits terms without a temperature take
+            each candidate's.
 
     Returns:
         `TuneResult(alpha, temperature, val_accuracy, table, student)`; ties go to the
@@ -164,7 +175,7 @@ def tune_distillation(
         keras.utils.set_random_seed(seed)
         live[(alpha, temperature)] = make_distiller(teacher, student_builder, train_ds, alpha=alpha,
                                                     temperature=temperature, learning_rate=learning_rate,
-                                                    strategy=strategy)
+                                                    strategy=strategy, losses=losses)
     rounds = 1 if method == "grid" else max(1, math.ceil(math.log2(len(candidates))))
     per_round = [epochs // rounds + (1 if i < epochs % rounds else 0) for i in range(rounds)]
     trained = dict.fromkeys(live, 0)

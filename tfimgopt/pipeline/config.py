@@ -166,6 +166,9 @@ class DistillConfig:
     epochs: int = setting(40, help="distillation epochs", flags={"distill": "epochs"})
     alpha: float = setting(0.1, help="weight of the hard-label loss in [0, 1]", flags={"distill": "alpha"})
     temperature: float = setting(4.0, help="softening temperature > 0", flags={"distill": "temperature"})
+    losses: list[dict] = setting(help='distillation terms and weights: [{"type": "logits"}] (KL at the temperature), '
+                                      'or add {"type": "feature", "teacher_layer_name": ..., "student_layer_name": '
+                                      '..., "loss": "mse", "weight": 0.5}', factory=lambda: [{"type": "logits"}])
     learning_rate: float = setting(3e-3, help="learning rate of the student")
     tune: bool = setting(False, help="choose alpha and temperature by validation accuracy",
                          flags={"distill": "tune"})
@@ -191,6 +194,9 @@ class DistillConfig:
         _check(bool(self.tune_temperatures) and all(t > 0 for t in self.tune_temperatures),
                "distill.tune_temperatures", self.tune_temperatures, "a non-empty list of numbers > 0")
         _check(self.tune_method in METHODS, "distill.tune_method", self.tune_method, f"one of {METHODS}")
+        from tfimgopt.distill.losses import losses_from_config
+
+        losses_from_config(self.losses, self.temperature)  # raises, naming the bad entry
 
 
 @dataclasses.dataclass

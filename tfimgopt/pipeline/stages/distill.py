@@ -32,13 +32,13 @@ def distil(config: RunConfig, data: PreparedData, teacher: keras.Model, work_dir
         result = tune_distillation(
             teacher, student, train_ds, data.val, alphas=c.tune_alphas, temperatures=c.tune_temperatures,
             epochs=c.epochs, method=c.tune_method, learning_rate=c.learning_rate, strategy=strategy,
-            seed=config.seed,
+            seed=config.seed, losses=c.losses,
         )
         log(f"tuned: alpha={result.alpha:g}, temperature={result.temperature:g} "
             f"(val accuracy {result.val_accuracy:.4f})\n" + result.markdown())
         return result.student, result.alpha, result.temperature, result.table
     model = distill(teacher, student, train_ds, data.val, c.epochs, alpha=c.alpha, temperature=c.temperature,
-                    learning_rate=c.learning_rate, strategy=strategy, work_dir=work_dir)
+                    learning_rate=c.learning_rate, strategy=strategy, work_dir=work_dir, losses=c.losses)
     return model, c.alpha, c.temperature, None
 
 
@@ -57,6 +57,21 @@ def check_student_smaller(config: RunConfig, info) -> None:
             f"distill.student_options={config.distill.student_options!r}")
 
 
+def check_losses(config: RunConfig, info) -> None:
+    """Builds the configured distillation terms on fresh teacher and student models, so a
+    wrong layer name or shape fails before anything trains."""
+    from tfimgopt.distill import Distiller
+    from tfimgopt.distill.losses import losses_from_config
+
+    terms = losses_from_config(config.distill.losses, config.distill.temperature)
+    if terms:
+        teacher = build_model(config.train.model, info, config.train.model_options, "train.model_options")
+        student = build_model(config.distill.student, info, config.distill.student_options,
+                              "distill.student_options")
+        Distiller(teacher, student, **terms)
+        keras.utils.set_random_seed(config.seed)
+
+
 class DistillStage(Stage):
     """Distils the baseline into `distill.student`; the student is what later stages compress."""
 
@@ -70,6 +85,7 @@ class DistillStage(Stage):
 
     def preflight(self, ctx: RunContext) -> None:
         check_student_smaller(ctx.config, ctx.data.splits.info)
+        check_losses(ctx.config, ctx.data.splits.info)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         work = ctx.work_dir("student")
