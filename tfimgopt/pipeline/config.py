@@ -159,12 +159,12 @@ class DistillConfig:
     """The distilled student."""
 
     enabled: bool = setting(True, help="distil the baseline into a smaller student")
-    student: str = setting("tiny_cnn", help="student model from the zoo", flags=_on(("run", "distill"), "student"),
-                           choices="models")
-    student_options: dict | None = setting(help='keyword arguments of the student builder (tiny_cnn: {"filters": N})',
-                                           factory=lambda: {"filters": 16})
+    student: str = setting("compact_cnn", help="student model from the zoo",
+                           flags=_on(("run", "distill"), "student"), choices="models")
+    student_options: dict | None = setting(help='keyword arguments of the student builder (compact_cnn, tiny_cnn: '
+                                                '{"filters": N})', factory=lambda: {"filters": 16})
     epochs: int = setting(40, help="distillation epochs", flags={"distill": "epochs"})
-    alpha: float = setting(0.1, help="weight of the hard-label loss in [0, 1]", flags={"distill": "alpha"})
+    alpha: float = setting(0.9, help="weight of the hard-label loss in [0, 1]", flags={"distill": "alpha"})
     temperature: float = setting(4.0, help="softening temperature > 0", flags={"distill": "temperature"})
     losses: list[dict] = setting(help='distillation terms and weights: [{"type": "logits"}] (KL at the temperature), '
                                       'or add {"type": "feature", "teacher_layer_name": ..., "student_layer_name": '
