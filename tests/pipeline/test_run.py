@@ -16,7 +16,8 @@ from tfimgopt.pipeline.steps import VerificationError, verify_run
 
 TINY = [
     "data.image_size=8", "train.model=tiny_cnn", "train.epochs=2", "train.learning_rate=0.01",
-    "distill.epochs=2", "distill.student_options={\"filters\": 2}", "compress.epochs=1", "export.latency_runs=3",
+    "distill.epochs=2", "distill.student=tiny_cnn", "distill.student_options={\"filters\": 2}", "compress.epochs=1",
+    "export.latency_runs=3",
     "export.num_calibration=32",
 ]
 
