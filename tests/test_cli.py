@@ -66,7 +66,8 @@ def test_single_step_commands_chain(tmp_path, capsys):
     data = ["--image-size", "8", "--set", "export.latency_runs=2", "--set", "export.num_calibration=16"]
     teacher, student = tmp_path / "t.keras", tmp_path / "s.keras"
     assert main(["train", "-o", str(teacher), "--model", "tiny_cnn", "--epochs", "1", *data[:2]]) == 0
-    assert main(["distill", "--teacher", str(teacher), "-o", str(student), "--epochs", "1", "--alpha", "0.5",
+    assert main(["distill", "--teacher", str(teacher), "-o", str(student), "--student", "tiny_cnn", "--epochs", "1",
+                 "--alpha", "0.5",
                  "--unlabelled-fraction", "0.5", *data]) == 0
     assert "test_accuracy" in capsys.readouterr().out
     pruned = tmp_path / "p.keras"

@@ -29,6 +29,9 @@ OP_ARGS = {"random_rotation": {"factor": 0.1}, "random_translation": {"height_fa
 # Input shape and builder options per model (small, so the suite stays fast).
 MODEL_ARGS = {"small_cnn": ((16, 16, 1), {"width": 4, "dense": 16}), "tiny_cnn": ((16, 16, 1), {}),
               "compact_cnn": ((16, 16, 1), {"filters": 4}),
+              "mobilenet_v3_small": ((32, 32, 3), {"minimalistic": True}),
+              "mobilenet_v3_large": ((32, 32, 3), {"minimalistic": True, "alpha": 0.75}),
+              "efficientnet_b0": ((32, 32, 3), {}),
               "mobilenet_v2": ((32, 32, 3), {"alpha": 0.35}), "resnet50": ((32, 32, 3), {})}
 
 
