@@ -62,7 +62,7 @@ def test_subclassed_models_are_marked_not_graph():
     "args, message",
     [
         (("nope", (8, 8, 1), 3), r"Valid names: \[.*'small_cnn'.*Received: model='nope'"),
-        (("smal_cnn", (8, 8, 1), 3), r"Unknown model 'smal_cnn'; did you mean 'small_cnn'\?"),
+        (("smal_cnn", (8, 8, 1), 3), r"Unknown model 'smal_cnn'; did you mean 'small_cnn'"),
         (("small_cnn", (8, 8), 3), r"Received: input_shape=\(8, 8\)"),
         (("small_cnn", (8, 8, 1), 1), "Received: num_classes=1"),
         ((3.5,), "Received: model of type builtins.float"),
