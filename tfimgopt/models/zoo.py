@@ -152,41 +152,32 @@ def small_cnn(
     )
 
 
+def _conv_pool_classifier(name: str, input_shape: Sequence[int], num_classes: int,
+                          widths: Sequence[int]) -> keras.Model:
+    """Rescaling, then a 3x3 ReLU convolution and a 2x2 max-pool per width, then a linear classifier."""
+    layers = keras.layers
+    blocks = []
+    for i, width in enumerate(widths, start=1):
+        blocks += [layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{i}"),
+                   layers.MaxPooling2D(name=f"pool{i}")]
+    return keras.Sequential(
+        [keras.Input(input_shape, name="image"), layers.Rescaling(1.0 / 255.0, name="rescale"), *blocks,
+         layers.Flatten(name="flatten"), _classifier(num_classes)],
+        name=name,
+    )
+
+
 @register_model("tiny_cnn")
 def tiny_cnn(input_shape: Sequence[int], num_classes: int, filters: int = 4) -> keras.Model:
     """One small convolution and a linear classifier: the smallest student."""
-    layers = keras.layers
-    return keras.Sequential(
-        [
-            keras.Input(input_shape, name="image"),
-            layers.Rescaling(1.0 / 255.0, name="rescale"),
-            layers.Conv2D(filters, 3, padding="same", activation="relu", name="conv1"),
-            layers.MaxPooling2D(name="pool1"),
-            layers.Flatten(name="flatten"),
-            _classifier(num_classes),
-        ],
-        name="tiny_cnn",
-    )
+    return _conv_pool_classifier("tiny_cnn", input_shape, num_classes, (filters,))
 
 
 @register_model("compact_cnn")
 def compact_cnn(input_shape: Sequence[int], num_classes: int, filters: int = 16) -> keras.Model:
     """Two small convolutions (`filters`, then twice as many) and a linear classifier: the
     default distillation student (25k parameters at 32x32, about 30 KiB as int8)."""
-    layers = keras.layers
-    return keras.Sequential(
-        [
-            keras.Input(input_shape, name="image"),
-            layers.Rescaling(1.0 / 255.0, name="rescale"),
-            layers.Conv2D(filters, 3, padding="same", activation="relu", name="conv1"),
-            layers.MaxPooling2D(name="pool1"),
-            layers.Conv2D(2 * filters, 3, padding="same", activation="relu", name="conv2"),
-            layers.MaxPooling2D(name="pool2"),
-            layers.Flatten(name="flatten"),
-            _classifier(num_classes),
-        ],
-        name="compact_cnn",
-    )
+    return _conv_pool_classifier("compact_cnn", input_shape, num_classes, (filters, 2 * filters))
 
 
 # Where tf_keras.applications downloads ImageNet weights from (named in the offline error).
