@@ -64,9 +64,7 @@ def per_example_loss(loss: Any) -> Any:
 def _reduce_to_examples(values: tf.Tensor) -> tf.Tensor:
     """Means a loss's output over every axis but the first (a scalar is broadcast)."""
     values = tf.cast(values, tf.float32)
-    if values.shape.rank == 0:
-        return values
-    if values.shape.rank == 1:
+    if values.shape.rank <= 1:
         return values
     return tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=-1)
 
