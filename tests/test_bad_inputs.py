@@ -315,7 +315,7 @@ CLI_CASES = [
     (["run", "missing.yaml"], "missing.yaml"),
     (["evaluate", "nothing.tflite"], "nothing.tflite"),
     (["export", "m.keras", "-o", "out.tflite", "--mode", "int2"], "invalid choice: 'int2' (choose from 'dynamic'"),
-    (["run", "--model", "mobilenet"], "invalid choice: 'mobilenet' (choose from 'mobilenet_v2'"),
+    (["run", "--model", "mobilenet"], "invalid choice: 'mobilenet' (choose from 'compact_cnn', 'efficientnet_b0', 'mobilenet_v2'"),
     (["export", "m.keras", "-o", "out.tflite"], "m.keras"),
     (["augment-preview", "--policy", "[{op: random_hue, factor: 2}]"], "factor=2"),
     (["verify", "/no/run"], "No report.json"),
