@@ -17,8 +17,8 @@ from typing import Any
 
 from tfimgopt.compat import keras, tf
 from tfimgopt.distill.losses import (
+    LOSSES,
     DistillationLoss,
-    FeatureDistillation,
     KerasIOLoss,
     LogitsDistillation,
     check_temperature,
@@ -39,11 +39,10 @@ def _check_alpha(alpha: Any) -> float:
     return float(alpha)
 
 
-_check_temperature = check_temperature
-_per_example = per_example_loss
 # The default soft term, under its historical public name.
 distillation_loss = kl_distillation
-LOSS_CLASSES = {cls.__name__: cls for cls in (LogitsDistillation, FeatureDistillation)}
+# Loss classes by the class name get_config records (the run config's LOSSES, by type).
+LOSS_CLASSES = {cls.__name__: cls for cls in LOSSES.values()}
 
 
 def _check_weights(weights: Any, n: int) -> list[float]:
@@ -149,7 +148,7 @@ class Distiller(keras.Model):
             raise ConfigError("alpha and student_loss_weight are two names for one weight; give one. Received: "
                               f"alpha={alpha!r}, student_loss_weight={student_loss_weight!r}")
         self.alpha = _check_alpha(next((a for a in (alpha, student_loss_weight) if a is not None), 0.1))
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self._custom_losses = distillation_losses is not None
         self._loss_fn = None  # compile(distillation_loss_fn=...)
         if self._custom_losses:
@@ -200,12 +199,12 @@ class Distiller(keras.Model):
         if alpha is not None:
             self.alpha = _check_alpha(alpha)
         if temperature is not None:
-            self.temperature = _check_temperature(temperature)
+            self.temperature = check_temperature(temperature)
         if self._custom_losses and (distillation_loss_fn is not None or temperature is not None):
             raise ConfigError("This Distiller has its distillation_losses: set their temperature and loss there, "
                               "not in compile(). Received: "
                               f"distillation_loss_fn={distillation_loss_fn!r}, temperature={temperature!r}")
-        self.student_loss_fn = _per_example(student_loss_fn) if student_loss_fn is not None else None
+        self.student_loss_fn = per_example_loss(student_loss_fn) if student_loss_fn is not None else None
         if not self._custom_losses:
             self._loss_fn = distillation_loss_fn
             term = KerasIOLoss(self.temperature, distillation_loss_fn) if distillation_loss_fn is not None \

@@ -11,8 +11,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tfimgopt.compat import keras, tf
-from tfimgopt.distill.distiller import Distiller, _check_alpha, _check_temperature
-from tfimgopt.distill.losses import losses_from_config
+from tfimgopt.distill.distiller import Distiller, _check_alpha
+from tfimgopt.distill.losses import check_temperature, losses_from_config
 from tfimgopt.errors import ConfigError, received
 
 METHODS = ("grid", "halving")
@@ -169,7 +169,7 @@ def tune_distillation(
     if not alphas or not temperatures:
         raise ConfigError(f"alphas and temperatures must be non-empty. Received: alphas={alphas}, "
                           f"temperatures={temperatures}")
-    candidates = [(_check_alpha(a), _check_temperature(t)) for a, t in itertools.product(alphas, temperatures)]
+    candidates = [(_check_alpha(a), check_temperature(t)) for a, t in itertools.product(alphas, temperatures)]
     live = {}
     for alpha, temperature in candidates:
         keras.utils.set_random_seed(seed)

@@ -188,7 +188,7 @@ def read_metadata(model: bytes | str | os.PathLike) -> dict[str, Any] | None:
 
 
 def has_metadata(model: bytes | str | os.PathLike) -> bool:
-    """True when the file carries a TFLite metadata buffer (needs no extra)."""
+    """True when the file carries a TFLite metadata buffer (needs no MediaPipe)."""
     return METADATA_NAME in _model_metadata_names(_read(model))
 
 

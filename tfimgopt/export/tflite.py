@@ -218,7 +218,7 @@ def export_tflite(
     if metadata is not None:
         from tfimgopt.export.metadata import require
 
-        require()  # before converting: a missing extra should cost seconds, not a conversion
+        require()  # before converting: missing MediaPipe should cost seconds, not a conversion
     blob = to_tflite_bytes(model, mode, representative_data, io_type=io_type, num_calibration=num_calibration,
                            sparse=sparse)
     if metadata is not None:

@@ -82,7 +82,7 @@ def export_step(config: RunConfig, model_path: str, output: str, mode: str, *, s
 
     exporter = get_exporter(mode)  # an unknown mode raises, naming the registered ones
     _check_output(output, (exporter.suffix,))
-    writes_metadata(config)  # `--metadata on` without the extra fails before loading anything
+    writes_metadata(config)  # `--metadata on` without MediaPipe fails before loading anything
     model = load_model(model_path, safe_mode=safe_mode)
     data = prepare_data(config)
     metadata = model_metadata(config, data, os.path.splitext(os.path.basename(output))[0])

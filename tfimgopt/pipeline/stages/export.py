@@ -23,8 +23,8 @@ def failure_reason(check: dict[str, Any]) -> str:
 
 
 def writes_metadata(config: RunConfig) -> bool:
-    """Whether exports carry TFLite metadata: `export.metadata` on, or auto with the extra
-    installed. On without the extra raises `EnvironmentProblem` saying what to install."""
+    """Whether exports carry TFLite metadata: `export.metadata` on, or auto with MediaPipe's
+    writers importable. On without them raises `EnvironmentProblem` saying what to install."""
     from tfimgopt.export.metadata import available, require
 
     if config.export.metadata == "on":
@@ -90,7 +90,7 @@ class ExportStage(Stage):
                 "export.model_version", "export.author", "export.license")
 
     def preflight(self, ctx: RunContext) -> None:
-        writes_metadata(ctx.config)  # `on` without the extra fails before any training
+        writes_metadata(ctx.config)  # `on` without MediaPipe fails before any training
 
     def planned(self, ctx: RunContext) -> list[Variant]:
         from tfimgopt.export import get_exporter
