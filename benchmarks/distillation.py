@@ -20,7 +20,7 @@ Students:
 - tuned: `tune_distillation` (successive halving over alpha x temperature) on the
   transfer + aug setting, picked on a labelled validation split of 10% of the data.
 
-Usage: python benchmarks/distillation.py [--seeds 3] [--steps 6000] [--alpha 0] [--temperature 4]
+Usage: python benchmarks/distillation.py [--seeds 3] [--first-seed 0] [--steps 6000] [--alpha 0] [--temperature 4]
        [--feature-weight 0.25] [--variants ...]
 """
 
@@ -103,6 +103,7 @@ VARIANTS = ["scratch", "scratch + aug", "distilled", "transfer", "transfer + aug
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed .. first-seed+seeds-1")
     parser.add_argument("--labelled", type=int, default=300)
     parser.add_argument("--steps", type=int, default=6000, help="optimizer steps per student")
     parser.add_argument("--teacher-epochs", type=int, default=150)
@@ -115,7 +116,7 @@ def main() -> None:
           f"alpha {args.alpha}, T {args.temperature}, feature weight {args.feature_weight}")
     start = time.time()
     rows: dict[str, list[float]] = {}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         result = run_seed(seed, args.labelled, args.steps, args.teacher_epochs, args.alpha, args.temperature,
                           args.variants, args.feature_weight)
         print(f"seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
