@@ -23,6 +23,34 @@ def test_train_command_saves_a_model(tmp_path, capsys):
     assert keras.models.load_model(out).output_shape == (None, 10)
 
 
+def test_train_fine_tunes_from_a_weights_file(tmp_path, capsys):
+    import numpy as np
+
+    from tfimgopt.models import create_model
+
+    pretrained = create_model("small_cnn", (8, 8, 1), 10, width=4, dense=8)
+    for i, w in enumerate(pretrained.weights):  # recognisable values, unlike any initializer's
+        w.assign(np.full(w.shape, 0.01 * (i + 1), np.float32))
+    weights = tmp_path / "pretrained.h5"
+    pretrained.save_weights(str(weights))
+    out = tmp_path / "m.keras"
+    code = main(["train", "-o", str(out), "--model", "small_cnn",
+                 "--set", 'train.model_options={"width": 4, "dense": 8}',
+                 "--image-size", "8", "--epochs", "1", "--weights", str(weights), "--fine-tune-epochs", "1",
+                 "--set", "train.fine_tune.unfreeze=1", "--set", "train.augment=none"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"fine-tuned from {weights} weights (phase 2: top 1 layers)" in printed
+    trained = keras.models.load_model(out)
+    with_weights = [layer for layer in trained.layers if layer.weights]
+    assert len(with_weights) >= 4
+    first = with_weights[0]  # frozen in both phases: still the file's values
+    for w, p in zip(first.get_weights(), pretrained.get_layer(first.name).get_weights(), strict=True):
+        np.testing.assert_array_equal(w, p)
+    for layer in with_weights[-2:]:  # the unfrozen layer and the head trained
+        assert not np.array_equal(layer.get_weights()[0], pretrained.get_layer(layer.name).get_weights()[0])
+
+
 def test_run_writes_report_and_resume_skips_finished_stage(tmp_path, capsys):
     args = ["run", "--out", str(tmp_path), "--model", "tiny_cnn", "--image-size", "8", "--epochs", "2",
             "--learning-rate", "0.02", "--set", "distill.enabled=false", "--set", "compress.enabled=false",

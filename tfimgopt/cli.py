@@ -121,10 +121,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     work_dir = args.work_dir or os.path.splitext(args.output)[0] + ".work"
     record = train_classifier(config, prepare_data(config), args.output, work_dir)
-    print(
-        f"{record['model']}: test accuracy {record['test_accuracy']:.4f}, "
-        f"saved to {record['path']}"
-    )
+    tuned = (f", fine-tuned from {record['weights']} weights (phase 2: top {len(record['fine_tuned'])} layers)"
+             if "fine_tuned" in record else "")
+    print(f"{record['model']}: test accuracy {record['test_accuracy']:.4f}{tuned}, saved to {record['path']}")
     return 0
 
 

@@ -26,6 +26,17 @@ def test_toml_and_json_files(tmp_path):
     assert load_config(str(tmp_path / "c.json")).seed == 5
 
 
+def test_fine_tuning_follows_the_weights_unless_set(tmp_path):
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"not checked until the model is built")
+    config = load_config(overrides=[f"train.weights={weights}", "train.fine_tune.epochs=3"])
+    assert config.train.weights == str(weights) and config.train.fine_tune.active(config.train.weights)
+    assert config.train.fine_tune.epochs == 3
+    assert not load_config().train.fine_tune.active(None)
+    off = load_config(overrides=[f"train.weights={weights}", "train.fine_tune.enabled=off"])  # YAML false -> off
+    assert off.train.fine_tune.enabled == "off" and not off.train.fine_tune.active(off.train.weights)
+
+
 def test_round_trip_through_dict():
     config = load_config(overrides=["train.epochs=7"])
     assert RunConfig.from_dict(config.to_dict()) == config
@@ -57,6 +68,15 @@ def test_round_trip_through_dict():
         (["data.unlabelled_folder=/no/such"], r"Received: data\.unlabelled_folder='/no/such'"),
         (["data.unlabelled_fraction=1"], r"Received: data\.unlabelled_fraction=1"),
         (["seed=-1"], r"Received: seed=-1"),
+        (["train.weights=/no/such.h5"], r"weights file that exists\. Received: train\.weights='/no/such\.h5'"),
+        (["train.weights=imagenet"], r"'imagenet' only with a model that has ImageNet weights \(mobilenet_v2, "
+                                     r".*Received: train\.weights='imagenet'"),
+        (["train.model_options={weights: imagenet}"], r"without 'weights' \(set train\.weights\)"),
+        (["train.fine_tune.enabled=on"], r"fine-tuning needs train\.weights.*Received: train\.fine_tune\.enabled='on'"),
+        (["train.fine_tune.enabled=maybe"], r"Received: train\.fine_tune\.enabled='maybe'"),
+        (["train.fine_tune.schedule=linear"], r"one of \('cosine', 'step', 'constant'\)"),
+        (["train.fine_tune.epochs=-1"], r"Received: train\.fine_tune\.epochs=-1"),
+        (["train.fine_tune.head=[]"], r"non-empty list of layer names"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, message):

@@ -95,3 +95,17 @@ def test_the_data_fingerprint_follows_every_data_setting_and_the_seed(tmp_path):
     before = data_fingerprint(DataConfig(source=str(tmp_path / "photos")), 0)
     (folder / "1.png").write_bytes(b"xy")  # an edited image
     assert data_fingerprint(DataConfig(source=str(tmp_path / "photos")), 0) != before
+
+
+def test_the_baseline_fingerprint_follows_the_bytes_of_its_weights_file(tmp_path):
+    from tfimgopt.pipeline.stages.base import fingerprint, get_stage
+
+    weights = tmp_path / "pretrained.h5"
+    weights.write_bytes(b"first")
+    config = load_config(overrides=[f"train.weights={json.dumps(str(weights))}"])
+    stage = get_stage("baseline")
+    before = fingerprint(stage, config, "data", [])
+    assert fingerprint(stage, config, "data", []) == before
+    weights.write_bytes(b"second")  # the same path, other weights: the baseline must train again
+    assert fingerprint(stage, config, "data", []) != before
+    assert get_stage("distill").inputs(config) == get_stage("distill").inputs(load_config())

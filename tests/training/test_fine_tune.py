@@ -64,6 +64,31 @@ def test_phase_two_unfreezes_the_top_layers_but_not_batchnorm():
     np.testing.assert_allclose(last, 0.05 * 0.5 * (1 + np.cos(np.pi * 7 / 8)), rtol=1e-5)
 
 
+def test_step_schedule_and_a_named_optimizer():
+    result = fine_tune(_model(), _data(), head_epochs=1, epochs=2, unfreeze=1, fine_tune_learning_rate=0.05,
+                       schedule="step", optimizer="sgd", verbose=0)
+    optimizer = result.fine_tune_history.model.optimizer
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    # 8 steps: 0.05 for steps 0-3, 0.005 for 4-5, 0.0005 for 6-7 (the last ran at step 7).
+    schedule = keras.optimizers.schedules.deserialize(optimizer.get_config()["learning_rate"])
+    np.testing.assert_allclose([float(schedule(s)) for s in (0, 3, 4, 5, 6, 7)],
+                               [0.05, 0.05, 0.005, 0.005, 0.0005, 0.0005], rtol=1e-6)
+    np.testing.assert_allclose(float(optimizer.learning_rate), 0.0005, rtol=1e-6)
+
+
+def test_a_classifier_behind_augmentation_layers_is_the_one_frozen():
+    from tfimgopt.augment import augmented_model, create_augmentation
+
+    inner = _model()
+    wrapped = augmented_model(inner, create_augmentation("flip"))
+    before = {name: _weights(inner, name) for name in ("conv1", "bn1", "conv2", "bn2", "classifier")}
+    result = fine_tune(wrapped, _data(), head_epochs=1, epochs=1, unfreeze=1, fine_tune_learning_rate=0.05, verbose=0)
+    assert result.unfrozen == ["conv2"]
+    assert _changed(before["classifier"], inner, "classifier") and _changed(before["conv2"], inner, "conv2")
+    for name in ("conv1", "bn1", "bn2"):
+        assert not _changed(before[name], inner, name), name
+
+
 def test_a_finished_phase_one_is_reused_on_a_rerun(tmp_path):
     model = _model()
     first = fine_tune(model, _data(), head_epochs=1, epochs=0, work_dir=str(tmp_path), verbose=0)
@@ -84,7 +109,8 @@ def test_under_two_replicas(mirrored):
     ({"head": ("dense",)}, "\\['dense'\\] not found. Its last layers: .*'classifier'"),
     ({"head_epochs": 0}, "head_epochs must be an int >= 1"),
     ({"unfreeze": -1}, "unfreeze must be an int >= 0"),
-    ({"schedule": "step"}, "schedule must be one of \\('cosine', 'constant'\\)"),
+    ({"schedule": "linear"}, "schedule must be one of \\('cosine', 'step', 'constant'\\)"),
+    ({"optimizer": "adagrad"}, "Unknown optimizer. Valid names: .*'sgd'"),
     ({"fine_tune_learning_rate": 0}, "fine_tune_learning_rate must be a number > 0"),
 ])
 def test_bad_settings_are_refused_naming_the_value(kwargs, message):

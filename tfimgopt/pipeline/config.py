@@ -108,6 +108,44 @@ class DataConfig:
         _check(bool(self.source), "data.source", self.source, "a non-empty source name")
 
 
+FINE_TUNE_CHOICES = ("auto", "on", "off")
+
+
+@dataclasses.dataclass
+class FineTuneConfig:
+    """Two-phase fine-tuning of a pretrained `train.model` (`tfimgopt.training.fine_tune`):
+    `train.epochs` train the head with the backbone frozen, then these epochs train the top
+    layers too, at a lower learning rate."""
+
+    enabled: str = setting("auto", help="on, off, or auto (on when train.weights is set)", bools=("off", "on"))
+    epochs: int = setting(5, help="epochs of phase 2 (the top layers unfrozen)",
+                          flags=_on(("run", "train"), "fine-tune-epochs"))
+    unfreeze: int = setting(20, help="layers with weights below the head trained in phase 2 (BatchNorm stays "
+                                     "frozen)")
+    learning_rate: float = setting(1e-4, help="starting learning rate of phase 2 (10-100x below train.learning_rate)")
+    schedule: str = setting("cosine", help="phase 2's learning rate: cosine (decays to 0) or constant")
+    head: list[str] = setting(help="layers trained in phase 1 (the zoo's classifier is 'classifier')",
+                              factory=lambda: ["classifier"])
+
+    def active(self, weights: str | None) -> bool:
+        return self.enabled == "on" or (self.enabled == "auto" and weights is not None)
+
+    def validate(self, weights: str | None) -> None:
+        from tfimgopt.training.fine_tune import SCHEDULES
+
+        _check(self.enabled in FINE_TUNE_CHOICES, "train.fine_tune.enabled", self.enabled,
+               f"one of {FINE_TUNE_CHOICES}")
+        _check(self.enabled != "on" or weights is not None, "train.fine_tune.enabled", self.enabled,
+               "'auto' or 'off' without pretrained weights (fine-tuning needs train.weights: 'imagenet' or a "
+               "weights file)")
+        _check(self.epochs >= 0, "train.fine_tune.epochs", self.epochs, "an int >= 0")
+        _check(self.unfreeze >= 0, "train.fine_tune.unfreeze", self.unfreeze, "an int >= 0")
+        _check(self.learning_rate > 0, "train.fine_tune.learning_rate", self.learning_rate, "a float > 0")
+        _check(self.schedule in SCHEDULES, "train.fine_tune.schedule", self.schedule, f"one of {SCHEDULES}")
+        _check(bool(self.head) and all(isinstance(n, str) and n for n in self.head), "train.fine_tune.head",
+               self.head, "a non-empty list of layer names")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """The baseline (teacher) model and how it is trained."""
@@ -115,7 +153,13 @@ class TrainConfig:
     model: str = setting("small_cnn", help="model from the zoo", flags=_on(("run", "train"), "model"),
                          choices="models")
     model_options: dict | None = setting(None, help='keyword arguments of the model builder, e.g. {"width": 16}')
-    epochs: int = setting(20, help="training epochs of the baseline", flags=_on(("run", "train"), "epochs"))
+    weights: str | None = setting(None, help="pretrained weights: null (random), imagenet (MobileNets, "
+                                             "EfficientNetB0; downloads once) or a weights file; the baseline is "
+                                             "then fine-tuned (train.fine_tune)",
+                                  flags=_on(("run", "train"), "weights"))
+    fine_tune: FineTuneConfig = dataclasses.field(default_factory=FineTuneConfig)
+    epochs: int = setting(20, help="training epochs of the baseline (with fine-tuning: of the head, phase 1)",
+                          flags=_on(("run", "train"), "epochs"))
     optimizer: str = setting("adam", help="adam | adamw | sgd | rmsprop")
     learning_rate: float = setting(1e-3, help="learning rate of the baseline",
                                    flags=_on(("run", "train"), "learning-rate"))
@@ -134,10 +178,19 @@ class TrainConfig:
         from tfimgopt.augment import PLACEMENTS
         from tfimgopt.distribute import PRECISIONS, STRATEGIES
         from tfimgopt.models import list_models
+        from tfimgopt.models.zoo import IMAGENET_MODELS
 
         _check(self.model in list_models(), "train.model", self.model, f"one of {list_models()}")
+        _check(self.weights != "imagenet" or self.model in IMAGENET_MODELS, "train.weights", self.weights,
+               f"'imagenet' only with a model that has ImageNet weights ({', '.join(IMAGENET_MODELS)}), or a "
+               "weights file")
         _check(self.model_options is None or isinstance(self.model_options, dict), "train.model_options",
                self.model_options, "a table of builder arguments")
+        _check(self.weights is None or self.weights == "imagenet" or os.path.isfile(self.weights), "train.weights",
+               self.weights, "null, 'imagenet' or the path of a weights file that exists")
+        _check("weights" not in (self.model_options or {}), "train.model_options", self.model_options,
+               "builder arguments without 'weights' (set train.weights)")
+        self.fine_tune.validate(self.weights)
         _check(self.epochs >= 1, "train.epochs", self.epochs, "an int >= 1")
         optimizers = ("adam", "adamw", "sgd", "rmsprop")
         _check(self.optimizer in optimizers, "train.optimizer", self.optimizer, f"one of {optimizers}")

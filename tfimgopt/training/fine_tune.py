@@ -3,7 +3,7 @@
 1. the head alone, with everything below it frozen (BatchNormalization layers then run in
    inference mode, so their statistics stay those of the pretrained model);
 2. the top `unfreeze` layers with weights below the head as well, at a lower learning
-   rate with a cosine (or constant) schedule. BatchNormalization stays frozen in inference
+   rate with a cosine, step or constant schedule. BatchNormalization stays frozen in inference
    mode here too: updating its statistics on a small dataset wrecks what was learned.
 
 Both phases use the shared training loop (`train`): under a strategy, with backups, and
@@ -20,9 +20,9 @@ from typing import Any
 from tfimgopt import _io
 from tfimgopt.compat import keras, tf
 from tfimgopt.errors import ConfigError, received
-from tfimgopt.training.fit import train
+from tfimgopt.training.fit import make_optimizer, train
 
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "step", "constant")
 HEAD_DONE = "head_done.h5"  # HDF5 weights (a .weights.h5 name would mean the Keras 3 format)
 
 
@@ -61,9 +61,32 @@ def _steps(dataset: tf.data.Dataset) -> int:
 
 def layers_to_unfreeze(model: keras.Model, head: Sequence[str], count: int) -> list[keras.layers.Layer]:
     """The top `count` layers with weights below the head, BatchNormalization excluded."""
-    below = [layer for layer in model.layers if layer.name not in head and layer.weights
+    below = [layer for layer in _network(model, head).layers if layer.name not in head and layer.weights
              and not isinstance(layer, keras.layers.BatchNormalization)]
     return below[len(below) - count:] if count else []
+
+
+def _network(model: keras.Model, head: Sequence[str]) -> keras.Model:
+    """The model whose layers include the head: `model` itself, or a model nested in it
+    (a classifier wrapped with augmentation layers in front, `augmented_model`)."""
+    if any(layer.name in head for layer in model.layers):
+        return model
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            inner = _network(layer, head)
+            if any(child.name in head for child in inner.layers):
+                return inner
+    return model
+
+
+def _schedule(name: str, rate: float, total: int):
+    if name == "cosine":
+        return keras.optimizers.schedules.CosineDecay(rate, total)
+    if name == "step":
+        half = max(0, total // 2 - 1)  # the last step at the full rate (boundaries are inclusive)
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            [half, max(half + 1, total * 3 // 4 - 1)], [rate, rate / 10, rate / 100])
+    return rate
 
 
 def fine_tune(
@@ -78,6 +101,7 @@ def fine_tune(
     learning_rate: float = 1e-3,
     fine_tune_learning_rate: float = 1e-4,
     schedule: str = "cosine",
+    optimizer: str = "adam",
     strategy: tf.distribute.Strategy | None = None,
     work_dir: str | None = None,
     jit_compile: bool | None = None,
@@ -92,16 +116,19 @@ def fine_tune(
         train_ds: Batched `(images, labels)` training data (finite).
         val_ds: Batched validation data, evaluated after every epoch.
         head: Names of the layers trained in phase 1 (the zoo's classifier is
-            `"classifier"`).
+            `"classifier"`). They may belong to a model nested in `model` (a classifier
+            behind augmentation layers): that model's layers are the ones frozen.
         head_epochs: Epochs of phase 1 (>= 1).
         epochs: Epochs of phase 2 (0 stops after phase 1).
         unfreeze: Layers with weights below the head (counted from the top, BatchNorm
             excluded) trained in phase 2.
-        learning_rate: Adam learning rate of phase 1.
-        fine_tune_learning_rate: Starting Adam learning rate of phase 2 (typically 10-100x
+        learning_rate: Learning rate of phase 1.
+        fine_tune_learning_rate: Starting learning rate of phase 2 (typically 10-100x
             lower than phase 1's).
-        schedule: Phase 2's learning rate: `"cosine"` (decays to 0 over the phase) or
+        schedule: Phase 2's learning rate: `"cosine"` (decays to 0 over the phase),
+            `"step"` (divided by 10 at half the phase and again at three quarters) or
             `"constant"`.
+        optimizer: `"adam"`, `"adamw"`, `"sgd"` or `"rmsprop"`, a fresh one for each phase.
         strategy: Distribution strategy of both phases.
         work_dir: Backups and best checkpoints (`work_dir/head`, `work_dir/fine_tune`); a
             rerun with the same folder resumes, and skips a finished phase 1.
@@ -139,7 +166,9 @@ def fine_tune(
         if not isinstance(model, keras.Model):
             model = model()
     head = list(head)
-    names = [layer.name for layer in model.layers]
+    make_optimizer(optimizer, learning_rate)  # an unknown name fails before training
+    network = _network(model, head)
+    names = [layer.name for layer in network.layers]
     missing = [name for name in head if name not in names]
     if missing or not head:
         raise ConfigError(f"head must name layers of the model; {missing or 'none'} not found. Its last layers: "
@@ -148,14 +177,16 @@ def fine_tune(
 
     # Phase 1: the head alone. Frozen BatchNormalization runs in inference mode.
     done = os.path.join(work_dir, HEAD_DONE) if work_dir else None
-    for layer in model.layers:
+    for layer in model.layers:  # whatever wraps the network (augmentation) has nothing to train
+        layer.trainable = layer is network
+    for layer in network.layers:
         layer.trainable = layer.name in head
     head_history = None
     if done and os.path.isfile(done):
         model.load_weights(done)
     else:
-        head_history = train(model, train_ds, val_ds, head_epochs, learning_rate=learning_rate, strategy=strategy,
-                             work_dir=sub("head"), jit_compile=jit_compile, verbose=verbose)
+        head_history = train(model, train_ds, val_ds, head_epochs, optimizer=optimizer, learning_rate=learning_rate,
+                             strategy=strategy, work_dir=sub("head"), jit_compile=jit_compile, verbose=verbose)
         if done:
             with _io.atomic_path(done) as tmp:
                 model.save_weights(tmp)
@@ -168,11 +199,10 @@ def fine_tune(
             layer.trainable = True
         total = epochs * _steps(train_ds)
         with strategy.scope():
-            rate = (keras.optimizers.schedules.CosineDecay(fine_tune_learning_rate, total) if schedule == "cosine"
-                    else fine_tune_learning_rate)
-            optimizer = keras.optimizers.Adam(rate)
-        fine_history = train(model, train_ds, val_ds, epochs, optimizer=optimizer, strategy=strategy,
+            rate = _schedule(schedule, fine_tune_learning_rate, total)
+            phase_two = make_optimizer(optimizer, rate)
+        fine_history = train(model, train_ds, val_ds, epochs, optimizer=phase_two, strategy=strategy,
                              work_dir=sub("fine_tune"), jit_compile=jit_compile, verbose=verbose)
-    for layer in model.layers:
+    for layer in [*model.layers, *network.layers]:
         layer.trainable = True  # the model leaves as it came: trainable (BatchNorm included)
     return FineTuneResult(model, head_history, fine_history, [layer.name for layer in unfrozen])

@@ -30,7 +30,8 @@ def default_metrics(dataset: tf.data.Dataset) -> list[keras.metrics.Metric]:
     return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
 
-def make_optimizer(name: str | keras.optimizers.Optimizer, learning_rate: float):
+def make_optimizer(name: str | keras.optimizers.Optimizer,
+                   learning_rate: float | keras.optimizers.schedules.LearningRateSchedule):
     """Builds an optimizer by name (`"adam"`, `"sgd"`, `"rmsprop"`, `"adamw"`)."""
     if isinstance(name, keras.optimizers.Optimizer):
         return name
@@ -42,7 +43,7 @@ def make_optimizer(name: str | keras.optimizers.Optimizer, learning_rate: float)
     }
     if name not in choices:
         raise ConfigError(f"Unknown optimizer. Valid names: {sorted(choices)}. {received('optimizer', name)}")
-    if not learning_rate > 0:
+    if isinstance(learning_rate, int | float) and not learning_rate > 0:  # or a schedule
         raise ConfigError(f"learning_rate must be > 0. {received('learning_rate', learning_rate)}")
     return choices[name](learning_rate=learning_rate)
 

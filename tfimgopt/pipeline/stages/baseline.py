@@ -21,26 +21,44 @@ def train_classifier(
         A record with the model name, parameter count, test accuracy, path and history.
     """
     from tfimgopt import _io
-    from tfimgopt.training import train
+    from tfimgopt.training import fine_tune, train
 
     _io.check_writable(model_path)  # a bad output path fails now, not after training
     t = config.train
     info = data.splits.info
+    options = dict(t.model_options or {}, **({"weights": t.weights} if t.weights is not None else {}))
 
     def build():
-        model = build_model(t.model, info, t.model_options, "train.model_options")
+        model = build_model(t.model, info, options, "train.model_options")
         if data.model_augmentation is None:
             return model
         from tfimgopt.augment import augmented_model
 
         return augmented_model(model, data.model_augmentation)
 
-    history = train(
-        build, data.train, data.val, t.epochs, optimizer=t.optimizer, learning_rate=t.learning_rate,
-        work_dir=work_dir, jit_compile=t.jit_compile or None, strategy=strategy,
-    )
+    extra: dict[str, Any] = {}
+    if t.fine_tune.active(t.weights):
+        ft = t.fine_tune
+        result = fine_tune(
+            build, data.train, data.val, head=ft.head, head_epochs=t.epochs, epochs=ft.epochs,
+            unfreeze=ft.unfreeze, learning_rate=t.learning_rate, fine_tune_learning_rate=ft.learning_rate,
+            schedule=ft.schedule, optimizer=t.optimizer, strategy=strategy, work_dir=work_dir,
+            jit_compile=t.jit_compile or None,
+        )
+        trained = result.model
+        histories = [os.path.join(work_dir, phase, "history.csv") for phase in ("head", "fine_tune")
+                     if phase == "head" or ft.epochs]
+        extra = {"weights": t.weights, "fine_tuned": result.unfrozen}
+    else:
+        trained = train(
+            build, data.train, data.val, t.epochs, optimizer=t.optimizer, learning_rate=t.learning_rate,
+            work_dir=work_dir, jit_compile=t.jit_compile or None, strategy=strategy,
+        ).model
+        histories = [os.path.join(work_dir, "history.csv")]
+        if t.weights is not None:
+            extra = {"weights": t.weights}
     # With augmentation in the model, the classifier is its last layer: that is what ships.
-    model = history.model.layers[-1] if data.model_augmentation is not None else history.model
+    model = trained.layers[-1] if data.model_augmentation is not None else trained
     _io.write_with(model_path, model.save)
 
     def rel(path):
@@ -51,7 +69,9 @@ def train_classifier(
         "params": int(model.count_params()),
         "test_accuracy": test_accuracy(model, data.test),
         "path": rel(model_path),
-        "history": rel(os.path.join(work_dir, "history.csv")),
+        "history": rel(histories[-1]),
+        **({"histories": [rel(p) for p in histories]} if len(histories) > 1 else {}),
+        **extra,
     }
 
 
@@ -62,14 +82,27 @@ class BaselineStage(Stage):
     order = 10
     settings = ("seed", "train")
 
+    def inputs(self, config: RunConfig) -> dict[str, Any]:
+        values = super().inputs(config)
+        weights = config.train.weights
+        if weights not in (None, "imagenet"):  # a file: its bytes, not only its name
+            from tfimgopt import _io
+
+            values["train.weights:sha256"] = _io.sha256_file(weights)
+        return values
+
     def run(self, ctx: RunContext) -> dict[str, Any]:
         return train_classifier(ctx.config, ctx.data, ctx.path("models/baseline.keras"), ctx.work_dir("baseline"),
                                 ctx.out, ctx.strategy)
 
     def publish(self, ctx: RunContext, record: dict[str, Any]) -> None:
         ctx.add_model("baseline", record["path"])
+        how = ""
+        if "weights" in record:
+            how = f", from {record['weights']} weights" + (
+                f", fine-tuned (top {len(record['fine_tuned'])} layers)" if record.get("fine_tuned") else "")
         ctx.log(f"baseline {record['model']}: test accuracy {record['test_accuracy']:.4f}, "
-                f"{record['params']:,} parameters")
+                f"{record['params']:,} parameters{how}")
 
 
 register_stage(BaselineStage())
