@@ -110,6 +110,22 @@ def test_single_step_commands_chain(tmp_path, capsys):
     assert "must end in .tflite" in capsys.readouterr().err
 
 
+def test_prune_structured_removes_channels(tmp_path, capsys):
+    from tfimgopt.models import create_model
+
+    model_file, out = tmp_path / "m.keras", tmp_path / "c.keras"
+    create_model("small_cnn", (8, 8, 1), 10, width=8, dense=16).save(model_file)
+    args = ["prune", str(model_file), "-o", str(out), "--structured", "--image-size", "8"]
+    assert main(args) == 2
+    assert "set --channel-ratio (e.g. 0.5)" in capsys.readouterr().err
+    assert main([*args, "--channel-ratio", "0.5", "--set", "compress.channel_epochs=1",
+                 "--set", "compress.channel_steps=1"]) == 0
+    printed = capsys.readouterr().out
+    assert "channels: conv1=8->4, conv2=8->4, conv3=16->8, conv4=16->8, fc=16->8" in printed
+    pruned = keras.models.load_model(out)
+    assert f"params_after: {pruned.count_params()}" in printed and pruned.get_layer("conv3").filters == 8
+
+
 def test_lambda_model_is_refused_unless_unsafe(tmp_path, capsys):
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Lambda(lambda x: x * 2.0),
                               keras.layers.Flatten(), keras.layers.Dense(10)])

@@ -132,7 +132,8 @@ def _print_result(result: dict) -> None:
         if isinstance(value, float):
             value = f"{value:.4f}"
         elif isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items() if not isinstance(v, dict | list))
+            value = ", ".join(f"{k}={'->'.join(map(str, v)) if isinstance(v, list) else v}"
+                              for k, v in value.items() if not isinstance(v, dict))
         print(f"{key}: {value}")
 
 
@@ -146,7 +147,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 def _cmd_prune(args: argparse.Namespace) -> int:
     from tfimgopt.pipeline.steps import prune_step
 
-    _print_result(prune_step(_config_from_args(args), args.model_file, args.output, safe_mode=not args.unsafe))
+    _print_result(prune_step(_config_from_args(args), args.model_file, args.output, safe_mode=not args.unsafe,
+                             structured=args.structured))
     return 0
 
 
@@ -251,8 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = step("distill", "distil a teacher model file into a small student", _cmd_distill, model_arg=False,
              output="where to save the student (.keras)")
     p.add_argument("--teacher", required=True, help="the trained teacher (.keras)")
-    step("prune", "prune a model file (magnitude pruning, fine-tune, strip)", _cmd_prune,
-         output="where to save the pruned model (.keras)")
+    p = step("prune", "prune a model file (magnitude pruning, fine-tune, strip; or --structured)", _cmd_prune,
+             output="where to save the pruned model (.keras)")
+    p.add_argument("--structured", action="store_true",
+                   help="remove whole channels (--channel-ratio of them) instead of single weights: a smaller, "
+                        "faster dense model")
     step("quantize", "quantization-aware fine-tuning, then int8 TFLite export", _cmd_quantize,
          output="where to write the int8 model (.tflite)")
     p = step("export", "export a model file (TFLite by default), verified in LiteRT", _cmd_export,

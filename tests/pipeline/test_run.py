@@ -420,3 +420,24 @@ def test_clustering_int16x8_and_sparse_storage_are_variants_of_the_run(tmp_path)
     assert rows["pruned_float32"]["size_bytes"] < rows["baseline_float32"]["size_bytes"]
     assert all(v["passed"] for v in report["verification"].values())
     assert "| clustered_qat_int8 |" in (out / "report.md").read_text()
+
+
+def test_channel_pruned_variants_are_smaller_dense_models_that_feed_the_later_techniques(tmp_path):
+    from tfimgopt.compat import keras
+
+    out = tmp_path / "run"
+    lines = []
+    report = run(load_config(overrides=[
+        *TINY, f"out_dir={json.dumps(str(out))}", "train.model=small_cnn", 'train.model_options={"width": 8, '
+        '"dense": 16}', "distill.enabled=false", "compress.channel_ratio=0.5", "compress.channel_steps=1",
+        "compress.channel_epochs=1", 'export.modes=["float32", "int8"]']), log=lines.append)
+    rows = {row["variant"]: row for row in report["variants"]}
+    assert {"channel_pruned_float32", "channel_pruned_int8", "pruned_float32", "pruned_qat_int8"} <= set(rows)
+    record = report["channel_pruned"]
+    assert record["from"] == "baseline" and record["channels"]["conv1"] == [8, 4]
+    model = keras.models.load_model(out / record["path"])
+    assert record["params_after"] == model.count_params() < record["params_before"]
+    assert report["pruned"]["from"] == "channel_pruned"  # magnitude pruning starts from the smaller model
+    assert rows["channel_pruned_float32"]["size_bytes"] < rows["baseline_float32"]["size_bytes"]
+    assert any(line.startswith("channel_pruned baseline:") and "multiply-adds" in line for line in lines)
+    assert all(v["passed"] for v in report["verification"].values())

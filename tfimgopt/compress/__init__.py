@@ -1,6 +1,14 @@
 """Compression through TFMOT: magnitude pruning, weight clustering and quantization-aware training
 (PQAT, CQAT, PCQAT), as registered techniques."""
 
+from tfimgopt.compress.channels import (
+    ChannelGraph,
+    ChannelPruned,
+    channel_groups,
+    count_flops,
+    prune_channels,
+    prune_channels_and_finetune,
+)
 from tfimgopt.compress.cluster import cluster, cluster_and_finetune, strip_clustering, unique_values
 from tfimgopt.compress.keras3 import from_keras3
 from tfimgopt.compress.prune import (
@@ -23,6 +31,12 @@ from tfimgopt.compress.techniques import (
 )
 
 __all__ = [
+    "ChannelGraph",
+    "ChannelPruned",
+    "channel_groups",
+    "count_flops",
+    "prune_channels",
+    "prune_channels_and_finetune",
     "Technique",
     "TechniqueResult",
     "get_technique",

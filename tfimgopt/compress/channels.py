@@ -629,3 +629,35 @@ def prune_channels_and_finetune(
         "flops_before": count_flops(original), "flops_after": count_flops(current), "channels": channels,
     }
     return ChannelPruned(current, {}, report)
+
+
+# --- the run's technique ------------------------------------------------------------------------------
+
+
+def _channel_prune(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
+                   settings: dict[str, Any], *, work_dir: str | None = None, strategy=None):
+    from tfimgopt.compress.techniques import TechniqueResult
+
+    result = prune_channels_and_finetune(
+        model, train_ds, val_ds, settings["channel_ratio"], steps=settings["channel_steps"],
+        epochs=settings["channel_epochs"], learning_rate=settings["learning_rate"],
+        criterion=settings["channel_criterion"], scope=settings["channel_scope"],
+        round_to=settings["channel_round_to"], strategy=strategy, work_dir=work_dir)
+    return TechniqueResult(result.model, result.report)
+
+
+def _register() -> None:
+    from tfimgopt.compress.techniques import Technique, register_technique
+
+    register_technique(Technique(
+        name="channel_prune", summary="structured pruning: removes compress.channel_ratio of the channels, "
+                                      "fine-tuned in rounds (a smaller, faster dense model)", order=25,
+        settings=("compress.channel_ratio", "compress.channel_criterion", "compress.channel_scope",
+                  "compress.channel_steps", "compress.channel_epochs", "compress.channel_round_to",
+                  "compress.learning_rate"),
+        apply=_channel_prune, enabled=lambda c: c.compress.enabled and c.compress.channel_ratio > 0,
+        report_key="channel_pruned",
+    ))
+
+
+_register()

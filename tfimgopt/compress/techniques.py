@@ -87,7 +87,7 @@ def list_techniques(filter: str | None = None, exclude: Sequence[str] = ()) -> l
     Example:
         >>> from tfimgopt.compress import list_techniques
         >>> list_techniques()
-        ['prune', 'cluster', 'qat']
+        ['channel_prune', 'prune', 'cluster', 'qat']
     """
     names = _TECHNIQUES.names(filter, exclude)
     return sorted(names, key=lambda n: (_TECHNIQUES.get(n).order, n))

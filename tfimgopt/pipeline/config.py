@@ -270,6 +270,15 @@ class CompressConfig:
                                     "then preserves zeros and clusters (PCQAT)", flags={"run": "clusters"})
     cluster_epochs: int = setting(2, help="clustering fine-tuning epochs")
     cluster_learning_rate: float = setting(1e-4, help="clustering fine-tuning learning rate")
+    channel_ratio: float = setting(0.0, help="structured pruning before magnitude pruning: share of the channels "
+                                            "removed (0: off); variants channel_pruned_*",
+                                   flags={"run": "channel-ratio", "prune": "channel-ratio"})
+    channel_criterion: str = setting("l1", help="channel importance: l1 (filter norm) or bn_gamma")
+    channel_scope: str = setting("local", help="local (the ratio in every group) or global (one ranking)")
+    channel_steps: int = setting(2, help="structured pruning rounds (each prunes, then fine-tunes)")
+    channel_epochs: int = setting(2, help="fine-tuning epochs after each structured pruning round")
+    channel_round_to: int = setting(1, help="kept channel counts rounded up to a multiple of this (8 suits "
+                                            "vector units)")
 
     def validate(self) -> None:
         _check(0 < self.target_sparsity < 1, "compress.target_sparsity", self.target_sparsity, "a number in (0, 1)")
@@ -281,6 +290,15 @@ class CompressConfig:
         _check(self.cluster_epochs >= 1, "compress.cluster_epochs", self.cluster_epochs, "an int >= 1")
         _check(self.cluster_learning_rate > 0, "compress.cluster_learning_rate", self.cluster_learning_rate,
                "a float > 0")
+        from tfimgopt.compress.channels import CRITERIA, SCOPES
+
+        _check(0 <= self.channel_ratio < 1, "compress.channel_ratio", self.channel_ratio, "a number in [0, 1)")
+        _check(self.channel_criterion in CRITERIA, "compress.channel_criterion", self.channel_criterion,
+               f"one of {CRITERIA}")
+        _check(self.channel_scope in SCOPES, "compress.channel_scope", self.channel_scope, f"one of {SCOPES}")
+        _check(self.channel_steps >= 1, "compress.channel_steps", self.channel_steps, "an int >= 1")
+        _check(self.channel_epochs >= 0, "compress.channel_epochs", self.channel_epochs, "an int >= 0")
+        _check(self.channel_round_to >= 1, "compress.channel_round_to", self.channel_round_to, "an int >= 1")
 
 
 @dataclasses.dataclass

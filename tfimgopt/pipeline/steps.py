@@ -51,13 +51,22 @@ def _apply(name: str, config: RunConfig, model_path: str, output: str, safe_mode
     return result, data
 
 
-def prune_step(config: RunConfig, model_path: str, output: str, *, safe_mode: bool = True) -> dict[str, Any]:
-    """Prunes a model file to `config.compress.target_sparsity`, fine-tunes, strips, saves."""
+def prune_step(config: RunConfig, model_path: str, output: str, *, safe_mode: bool = True,
+               structured: bool = False) -> dict[str, Any]:
+    """Prunes a model file to `config.compress.target_sparsity`, fine-tunes, strips, saves;
+    `structured`: removes `config.compress.channel_ratio` of its channels instead (a smaller,
+    faster dense model), pruned and fine-tuned in `channel_steps` rounds."""
     _check_output(output, (".keras",))
-    result, data = _apply("prune", config, model_path, output, safe_mode)
+    if structured and not config.compress.channel_ratio > 0:
+        raise ConfigError("Structured pruning needs a share of channels to remove: set --channel-ratio (e.g. 0.5). "
+                          f"{received('compress.channel_ratio', config.compress.channel_ratio)}")
+    result, data = _apply("channel_prune" if structured else "prune", config, model_path, output, safe_mode)
     _io.write_with(output, result.model.save)
-    return {"path": output, "sparsity": result.report["sparsity"],
-            "test_accuracy": test_accuracy(result.model, data.test)}
+    accuracy = test_accuracy(result.model, data.test)
+    if structured:
+        keys = ("params_before", "params_after", "flops_before", "flops_after", "channels")
+        return {"path": output, **{k: result.report[k] for k in keys}, "test_accuracy": accuracy}
+    return {"path": output, "sparsity": result.report["sparsity"], "test_accuracy": accuracy}
 
 
 def quantize_step(config: RunConfig, model_path: str, output: str, *, safe_mode: bool = True) -> dict[str, Any]:

@@ -124,7 +124,7 @@ def list_stages(filter: str | None = None, exclude: Sequence[str] = ()) -> list[
     Example:
         >>> from tfimgopt.pipeline.stages import list_stages
         >>> list_stages()
-        ['baseline', 'distill', 'prune', 'cluster', 'qat', 'export', 'evaluate']
+        ['baseline', 'distill', 'channel_prune', 'prune', 'cluster', 'qat', 'export', 'evaluate']
     """
     _sync_techniques()
     return sorted(_STAGES.names(filter, exclude), key=lambda n: (_STAGES.get(n).order, n))

@@ -64,5 +64,9 @@ class TechniqueStage(Stage):
             if "sparsity" in record:
                 ctx.log(f"{self.model_name} {record['from']}: sparsity {record['sparsity']:.1%}, "
                         f"test accuracy {record['test_accuracy']:.4f}")
+            elif "flops_after" in record:
+                ctx.log(f"{self.model_name} {record['from']}: {record['params_before']:,} -> "
+                        f"{record['params_after']:,} parameters, {record['flops_before']:,} -> "
+                        f"{record['flops_after']:,} multiply-adds, test accuracy {record['test_accuracy']:.4f}")
         else:
             publish_entries(ctx, record)
