@@ -7,19 +7,21 @@ class. Each labelled set is trained three ways, with the same number of optimize
 the same augmentation and the same batch size:
 
 - scratch: random weights, every layer trained (Adam, `--lr`).
-- head only: the pretrained backbone frozen, a new classifier trained (`fine_tune` with
-  `epochs=0`): feature extraction.
-- fine-tuned: `tfimgopt.training.fine_tune`, the two-phase recipe: the new classifier
-  first (a third of the steps), then the top `--unfreeze` layers too at a 10x lower,
-  cosine-decayed learning rate.
+- head only: the pretrained convolutions frozen, a new head (`--head`: small_cnn's `fc`
+  and `classifier`) trained (`fine_tune` with `epochs=0`): feature extraction.
+- fine-tuned: `tfimgopt.training.fine_tune`, the two-phase recipe: the new head first (a
+  third of the steps), then the top `--unfreeze` convolutions too at a `--ft-lr-ratio`
+  lower, cosine-decayed learning rate.
 
 The pretrained weights go through `create_model(..., weights=path)`, the zoo's loading
-code; the classifier is then re-initialised (the target's 5 classes are other digits).
+code; the head's layers are then re-initialised (the target's 5 classes are other digits,
+and small_cnn's `fc` is as task-specific as its classifier).
 Accuracy is on the held-out digits 5-9 (30% of each class, never seen in training).
 Each seed re-splits the data, re-pretrains the backbone and redraws the labelled sets.
 
 Usage: python benchmarks/transfer.py [--seeds 3] [--labels 10 30 100] [--steps 300]
-       [--pretrain-epochs 20] [--unfreeze 3] [--plot benchmarks/transfer.png]
+       [--pretrain-epochs 20] [--head fc classifier] [--unfreeze 2] [--ft-lr-ratio 3]
+       [--plot benchmarks/transfer.png]
 """
 
 from __future__ import annotations
@@ -66,15 +68,16 @@ def _epoch_data(images, labels, steps_per_epoch, seed):
     return build_pipeline(ds, BATCH, training=True, seed=seed, augment=create_augmentation("digits", seed=seed))
 
 
-def _new_head(model: keras.Model, seed: int) -> None:
-    head = model.get_layer("classifier")
-    kernel, bias = head.get_weights()
+def _new_head(model: keras.Model, head: list[str], seed: int) -> None:
     init = keras.initializers.GlorotUniform(seed=seed)
-    head.set_weights([init(kernel.shape).numpy(), np.zeros_like(bias)])
+    for name in head:
+        layer = model.get_layer(name)
+        kernel, bias = layer.get_weights()
+        layer.set_weights([init(kernel.shape).numpy(), np.zeros_like(bias)])
 
 
 def run_seed(seed: int, labels_per_class: list[int], steps: int, pretrain_epochs: int, lr: float, unfreeze: int,
-             folder: str) -> dict[int, dict[str, float]]:
+             folder: str, head: list[str], ratio: float) -> dict[int, dict[str, float]]:
     splits = load_dataset("digits", image_size=32, seed=seed, val_fraction=0.0, test_fraction=0.3)
     train_x, train_y = _arrays(splits.train)
     test_x, test_y = _arrays(splits.test)
@@ -106,12 +109,12 @@ def run_seed(seed: int, labels_per_class: list[int], steps: int, pretrain_epochs
                 train(model, data, epochs=15, learning_rate=lr, verbose=0)
             else:
                 model = create_model("small_cnn", shape, len(TARGET), weights=weights)
-                _new_head(model, seed + 1)
+                _new_head(model, head, seed + 1)
                 if way == "head only":
-                    fine_tune(model, data, head_epochs=15, epochs=0, learning_rate=lr, verbose=0)
+                    fine_tune(model, data, head=head, head_epochs=15, epochs=0, learning_rate=lr, verbose=0)
                 else:
-                    fine_tune(model, data, head_epochs=5, epochs=10, unfreeze=unfreeze, learning_rate=lr,
-                              fine_tune_learning_rate=lr / 10, verbose=0)
+                    fine_tune(model, data, head=head, head_epochs=5, epochs=10, unfreeze=unfreeze, learning_rate=lr,
+                              fine_tune_learning_rate=lr / ratio, verbose=0)
             row[way] = float(student_accuracy(model, test_ds))
         out[n] = row
         print(f"  seed {seed}, {n} labels/class: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
@@ -153,17 +156,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps of every target model")
     parser.add_argument("--pretrain-epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--unfreeze", type=int, default=3, help="layers below the head trained in phase 2")
+    parser.add_argument("--head", nargs="+", default=["fc", "classifier"], help="layers re-initialised and trained "
+                        "in phase 1")
+    parser.add_argument("--unfreeze", type=int, default=2, help="layers below the head trained in phase 2")
+    parser.add_argument("--ft-lr-ratio", type=float, default=3.0, help="phase 2 learning rate = --lr / this")
     parser.add_argument("--plot", default=None, help="write the accuracy-vs-labels figure here (PNG)")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}, tensorflow {tf.__version__}, seeds {args.seeds}, steps {args.steps}, "
-          f"labels/class {args.labels}, unfreeze {args.unfreeze}")
+          f"labels/class {args.labels}, head {args.head}, unfreeze {args.unfreeze}, "
+          f"phase-2 lr = lr / {args.ft_lr_ratio:g}")
     start = time.time()
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(args.seeds):
             results[seed] = run_seed(seed, args.labels, args.steps, args.pretrain_epochs, args.lr, args.unfreeze,
-                                     folder)
+                                     folder, args.head, args.ft_lr_ratio)
     print(f"\n| labels/class | {' | '.join(WAYS)} | fine-tuned > scratch |")
     print("|---:|" + "---:|" * (len(WAYS) + 1))
     for n in args.labels:
