@@ -187,21 +187,32 @@ def _gather_warp(images, transforms, output_size, interpolation, fill_mode, fill
     k = t[:, 6] * xs + t[:, 7] * ys + 1.0
     sx = (t[:, 0] * xs + t[:, 1] * ys + t[:, 2]) / k
     sy = (t[:, 3] * xs + t[:, 4] * ys + t[:, 5]) / k
-    flat = tf.reshape(images, [-1, channels])
-    base = (tf.range(batch) * (height * width))[:, None, None]
+    if fill_mode == "constant":
+        # A one-pixel border of fill_value: clipping a coordinate to [-1, size] then reads
+        # the border wherever the sample is outside, with no per-neighbour masks (measured:
+        # masks made constant fill 1.6x slower than reflect).
+        exact = images.dtype.is_floating or (float(fill_value).is_integer()
+                                             and images.dtype.min <= fill_value <= images.dtype.max)
+        source = images if exact else tf.cast(images, tf.float32)
+        source = tf.pad(source, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=tf.cast(fill_value, source.dtype))
+        stride = width + 2
+        flat = tf.reshape(source, [-1, channels])
+        base = (tf.range(batch) * ((height + 2) * stride) + stride + 1)[:, None, None]
+    else:
+        stride = width
+        flat = tf.reshape(images, [-1, channels])
+        base = (tf.range(batch) * (height * width))[:, None, None]
 
     def sample(iy, ix):
-        inside = (iy >= 0) & (iy < height) & (ix >= 0) & (ix < width)
         if fill_mode == "reflect":
             iy, ix = _reflect(iy, height), _reflect(ix, width)
         elif fill_mode == "wrap":
             iy, ix = tf.math.floormod(iy, height), tf.math.floormod(ix, width)
+        elif fill_mode == "constant":
+            iy, ix = tf.clip_by_value(iy, -1, height), tf.clip_by_value(ix, -1, width)
         else:
             iy, ix = tf.clip_by_value(iy, 0, height - 1), tf.clip_by_value(ix, 0, width - 1)
-        values = tf.cast(tf.gather(flat, base + iy * width + ix), tf.float32)
-        if fill_mode == "constant":
-            values = tf.where(inside[..., None], values, fill_value)
-        return values
+        return tf.cast(tf.gather(flat, base + iy * stride + ix), tf.float32)
 
     if interpolation == "nearest":
         out = sample(tf.cast(tf.floor(sy + 0.5), tf.int32), tf.cast(tf.floor(sx + 0.5), tf.int32))
