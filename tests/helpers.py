@@ -54,3 +54,18 @@ def make_photo_folder(root, per_class: int = 120, seed: int = 0) -> str:
             crop = photo[top:top + size, left:left + size]
             Image.fromarray(crop).save(os.path.join(folder, f"{label}_{i:03d}.jpg"), quality=90)
     return str(root)
+
+
+def subclassed_model():
+    """A tiny subclassed tf_keras model (class `Subclassed`): what graph rewrites must refuse."""
+    from tfimgopt.compat import keras
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    return Subclassed()

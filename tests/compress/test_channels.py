@@ -4,6 +4,7 @@ reported counts, iterative fine-tuning, and clear refusals."""
 import numpy as np
 import pytest
 
+from tests.helpers import subclassed_model
 from tfimgopt.compat import keras, tf
 from tfimgopt.compress.channels import (
     ChannelGraph,
@@ -197,15 +198,6 @@ def test_prune_and_finetune_in_rounds_resumes_and_runs_under_a_strategy(tmp_path
     assert under.report["channels"]["conv2"] == [8, 4]
 
 
-class _Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.dense = keras.layers.Dense(2)
-
-    def call(self, x):
-        return self.dense(x)
-
-
 def _lambda_model():
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
@@ -229,7 +221,7 @@ def _reshape_model():
     (_lambda_model, r"no rule for layer 'double' \(a Lambda layer\).*Received: layer 'double' of class Lambda"),
     (_shared_model, r"layer used more than once \(shared layer 'shared'"),
     (_reshape_model, r"Reshape layers that keep the channel axis.*'mix' maps \(None, 4, 4, 4\) to \(None, 8, 8\)"),
-    (_Subclassed, r"needs a Sequential or functional tf_keras model.*Received: model of type _Subclassed"),
+    (subclassed_model, r"needs a Sequential or functional tf_keras model.*Received: model of type Subclassed"),
 ])
 def test_what_it_cannot_handle_is_refused_naming_the_layer(build, message):
     with pytest.raises(ConfigError, match=message):

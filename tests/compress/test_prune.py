@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tests.helpers import subclassed_model
 from tfimgopt.compat import keras
 from tfimgopt.compress import QuantizationError, prune, quantize_aware, sparsity_report, strip
 from tfimgopt.data import build_pipeline
@@ -153,15 +154,6 @@ def test_normalization_stays_float_and_separable_conv_splits_without_name_clashe
         model.predict(x, verbose=0)).max())
 
 
-class _Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.dense = keras.layers.Dense(2)
-
-    def call(self, x):
-        return self.dense(x)
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -181,10 +173,10 @@ def test_bad_pruning_arguments(trained_cnn, kwargs, message):
 
 
 def test_subclassed_and_keras3_models_rejected_with_advice():
-    with pytest.raises(ConfigError, match="Sequential or functional.*Received: model of type _Subclassed"):
-        prune(_Subclassed(), 0.5)
+    with pytest.raises(ConfigError, match="Sequential or functional.*Received: model of type Subclassed"):
+        prune(subclassed_model(), 0.5)
     with pytest.raises(ConfigError, match="Sequential or functional"):
-        quantize_aware(_Subclassed())
+        quantize_aware(subclassed_model())
     import keras as keras3
 
     # A Keras 3 graph model is converted (see tests/keras3); a subclassed one is refused naming from_keras3.
