@@ -9,7 +9,8 @@ warm-up) and evaluated on the test split. Prints ratios against the dense model 
 same precision, and draws the accuracy/latency curve.
 
 Usage: python benchmarks/channel_pruning.py [--models small_cnn mobilenet_v2] [--ratios 0.3 0.5 0.7]
-       [--runs 300] [--epochs 20] [--plot benchmarks/channel_pruning.png]
+       [--runs 300] [--epochs 20] [--finetune-epochs 5] [--rounds 2] [--criterion l1]
+       [--plot benchmarks/channel_pruning.png]
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def measure(model: keras.Model, calibration, test_ds, folder: str, name: str, ru
     return out
 
 
-def run_model(name: str, ratios: list[float], epochs: int, runs: int, folder: str) -> list[dict]:
+def run_model(name: str, ratios: list[float], epochs: int, runs: int, folder: str, finetune_epochs: int,
+              rounds: int, criterion: str) -> list[dict]:
     channels = 3 if name.startswith("mobilenet") else 1
     splits = load_dataset("digits", image_size=32, channels=channels, seed=0)
     train_ds = build_pipeline(splits.train, 64, training=True, augment=create_augmentation("digits", seed=0))
@@ -56,8 +58,8 @@ def run_model(name: str, ratios: list[float], epochs: int, runs: int, folder: st
     for ratio in ratios:
         source = keras.models.clone_model(dense)
         source.set_weights(dense.get_weights())
-        result = prune_channels_and_finetune(source, train_ds, val_ds, ratio, steps=2, epochs=max(1, epochs // 4),
-                                             round_to=1, verbose=0)
+        result = prune_channels_and_finetune(source, train_ds, val_ds, ratio, steps=rounds, epochs=finetune_epochs,
+                                             criterion=criterion, verbose=0)
         row = {"model": name, "ratio": ratio, "params": result.model.count_params(),
                "flops": count_flops(result.model),
                **measure(result.model, calibration, test_ds, folder, f"{name}_c{ratio}", runs)}
@@ -101,14 +103,19 @@ def main() -> None:
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.3, 0.5, 0.7])
     parser.add_argument("--runs", type=int, default=300, help="timed invokes per file (median)")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs per pruning round")
+    parser.add_argument("--rounds", type=int, default=2, help="pruning rounds")
+    parser.add_argument("--criterion", default="l1", choices=["l1", "bn_gamma"])
     parser.add_argument("--plot", default=None)
     args = parser.parse_args()
-    print(f"cores: {os.cpu_count()}, tensorflow {tf.__version__}, LiteRT 1 thread, {args.runs} invokes")
+    print(f"cores: {os.cpu_count()}, tensorflow {tf.__version__}, LiteRT 1 thread, {args.runs} invokes, "
+          f"{args.rounds} rounds x {args.finetune_epochs} epochs, criterion {args.criterion}")
     start = time.time()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
-            rows += run_model(name, args.ratios, args.epochs, args.runs, folder)
+            rows += run_model(name, args.ratios, args.epochs, args.runs, folder, args.finetune_epochs, args.rounds,
+                              args.criterion)
     print("\n| model | channels removed | params | MACs | float32 ms | x dense | int8 ms | x dense int8 | "
           "float32 acc | int8 acc | int8 drop (points) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
