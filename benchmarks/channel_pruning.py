@@ -71,13 +71,10 @@ def run_model(name: str, ratios: list[float], epochs: int, runs: int, folder: st
 
 
 def plot(rows: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from _figures import finish, save, subplots
 
     models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
+    fig, axes = subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
     for ax, name in zip(axes[0], models, strict=True):
         mine = [r for r in rows if r["model"] == name]
         for mode, marker in (("float32", "o"), ("int8", "s")):
@@ -87,14 +84,9 @@ def plot(rows: list[dict], path: str) -> None:
             for r, x, y in zip(mine, xs, ys, strict=True):
                 ax.annotate("dense" if r["ratio"] == 0 else f"{r['ratio']:.0%}", (x, y), textcoords="offset points",
                             xytext=(4, 4), fontsize=8)
-        ax.set_xlabel("LiteRT latency, 1 thread (ms, median)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{name}: channels removed")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        finish(ax, xlabel="LiteRT latency, 1 thread (ms, median)", ylabel="test accuracy (%)",
+               title=f"{name}: channels removed")
+    save(fig, path)
 
 
 def main() -> None:

@@ -94,13 +94,10 @@ def needed_per_core() -> tuple[float, float]:
 
 
 def plot(rates: dict[int, list[float]], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from _figures import finish, save, subplots
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     width = 0.8 / len(rates)
     for i, (cores, values) in enumerate(sorted(rates.items())):
         per_core = [v / cores for v in values]
@@ -108,13 +105,9 @@ def plot(rates: dict[int, list[float]], path: str) -> None:
     low, high = needed_per_core()
     ax.axhspan(low, high, color="red", alpha=0.15, label="needed per host core, TPU v5e-1 MobileNetV2 (est.)")
     ax.set_xticks(np.arange(len(STAGES)) + width * (len(rates) - 1) / 2, STAGES)
-    ax.set_ylabel("images / s per core")
-    ax.set_title("Input pipeline from PNG files, 224x224, no cache")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish(ax, ylabel="images / s per core", title="Input pipeline from PNG files, 224x224, no cache",
+           grid_axis="y", legend_size=8)
+    save(fig, path)
 
 
 def main() -> None:

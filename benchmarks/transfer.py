@@ -127,26 +127,18 @@ def _source_accuracy(model, test_x, test_y) -> float:
 
 
 def plot(results: dict[int, dict[int, dict[str, float]]], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from _figures import finish, save, subplots
 
     labels = sorted(next(iter(results.values())))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for way, marker in zip(WAYS, "osD", strict=True):
         values = np.array([[results[s][n][way] for n in labels] for s in results])
         ax.errorbar(labels, values.mean(0), yerr=values.std(0), marker=marker, capsize=3, label=way)
     ax.set_xscale("log")
     ax.set_xticks(labels, [str(n) for n in labels])
-    ax.set_xlabel("labelled images per class (digits 5-9)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"Transfer from digits 0-4 ({len(results)} seeds, mean +- std)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish(ax, xlabel="labelled images per class (digits 5-9)", ylabel="test accuracy",
+           title=f"Transfer from digits 0-4 ({len(results)} seeds, mean +- std)")
+    save(fig, path)
 
 
 def main() -> None:
