@@ -438,14 +438,16 @@ def prune_channels(
     for name, value in (("min_channels", min_channels), ("round_to", round_to)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be an int >= 1. {received(name, value)}")
+    if criterion not in CRITERIA:
+        raise ConfigError(f"criterion must be one of {CRITERIA}. {received('criterion', criterion)}")
     graph = ChannelGraph(model, keep)
-    scores = {g.index: channel_importance(graph, g, criterion) for g in graph.prunable()}
     keep_idx: dict[int, np.ndarray] = {}
     if exact_zero_only:
         for g in graph.prunable():
             dead = _zero_channels(graph, g)
             keep_idx[g.index] = np.flatnonzero(~dead) if (~dead).any() else np.arange(min(1, g.size))
     else:
+        scores = {g.index: channel_importance(graph, g, criterion) for g in graph.prunable()}
         targets = None
         if _targets is not None:
             targets = {graph.group_of(name).index: n for name, n in _targets.items()

@@ -192,8 +192,9 @@ class TrainConfig:
                "builder arguments without 'weights' (set train.weights)")
         self.fine_tune.validate(self.weights)
         _check(self.epochs >= 1, "train.epochs", self.epochs, "an int >= 1")
-        optimizers = ("adam", "adamw", "sgd", "rmsprop")
-        _check(self.optimizer in optimizers, "train.optimizer", self.optimizer, f"one of {optimizers}")
+        from tfimgopt.training.fit import OPTIMIZERS
+
+        _check(self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer, f"one of {OPTIMIZERS}")
         _check(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "a float > 0")
         _check(self.strategy in STRATEGIES, "train.strategy", self.strategy, f"one of {STRATEGIES}")
         _check(self.precision in PRECISIONS, "train.precision", self.precision, f"one of {PRECISIONS}")

@@ -30,6 +30,10 @@ def default_metrics(dataset: tf.data.Dataset) -> list[keras.metrics.Metric]:
     return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
 
+#: Optimizer names `make_optimizer` (and every training entry point) accepts.
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+
 def make_optimizer(name: str | keras.optimizers.Optimizer,
                    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule):
     """Builds an optimizer by name (`"adam"`, `"sgd"`, `"rmsprop"`, `"adamw"`)."""
@@ -41,8 +45,8 @@ def make_optimizer(name: str | keras.optimizers.Optimizer,
         "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
         "rmsprop": keras.optimizers.RMSprop,
     }
-    if name not in choices:
-        raise ConfigError(f"Unknown optimizer. Valid names: {sorted(choices)}. {received('optimizer', name)}")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"Unknown optimizer. Valid names: {sorted(OPTIMIZERS)}. {received('optimizer', name)}")
     if isinstance(learning_rate, int | float) and not learning_rate > 0:  # or a schedule
         raise ConfigError(f"learning_rate must be > 0. {received('learning_rate', learning_rate)}")
     return choices[name](learning_rate=learning_rate)
