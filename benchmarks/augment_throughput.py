@@ -32,15 +32,23 @@ def make_images(n, size, seed=0):
     return tf.cast(tf.image.resize(small, (size, size), method="bicubic"), tf.uint8).numpy().clip(0, 255)
 
 
-def rate(make_batches, seconds):
-    """Images per second after a warm-up, timed over at least `seconds`."""
-    it = make_batches()
-    for _ in range(3):
-        next(it)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        n += len(next(it))
-    return n / (time.perf_counter() - start)
+def interleaved(pipelines: dict, seconds: float, rounds: int) -> dict:
+    """Median images per second of each pipeline over `rounds` rounds; every round times
+    each pipeline for `seconds / rounds` in turn, so a slow spell of a shared host hits
+    them all alike instead of whichever ran during it. Each slice opens a fresh iterator
+    (3 warm-up batches) and closes it after: no pipeline prefetches while another is timed."""
+    rates = {name: [] for name in pipelines}
+    for _ in range(rounds):
+        for name, make_batches in pipelines.items():
+            it = make_batches()
+            for _ in range(3):  # warm-up: tracing and XLA compilation (first round), autotuning
+                next(it)
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / rounds:
+                n += len(next(it))
+            rates[name].append(n / (time.perf_counter() - start))
+            del it
+    return {name: float(np.median(values)) for name, values in rates.items()}
 
 
 def tf_data(images, fn, seeded=False):
@@ -136,28 +144,30 @@ def stock_keras_chain():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 32])
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per pipeline (all rounds)")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds; the median is reported")
     args = parser.parse_args()
     import cv2
 
     print(f"cores: {os.cpu_count()}, TensorFlow {tf.__version__}, OpenCV {cv2.__version__} "
-          f"(threads {cv2.getNumThreads()}), batch {BATCH}")
+          f"(threads {cv2.getNumThreads()}), batch {BATCH}, median of {args.rounds} interleaved rounds")
     for size in args.sizes:
         images = make_images(512, size)
-        results = {
-            "opencv loop": rate(opencv_classic(images), args.seconds),
-            "opencv, one fused warpAffine": rate(opencv_loop(images), args.seconds),
-            "albumentations": rate(albumentations_loop(images), args.seconds),
-            "stock keras chain": rate(tf_data(images, stock_keras_chain()), args.seconds),
+        pipelines = {
+            "opencv loop": opencv_classic(images),
+            "opencv, one fused warpAffine": opencv_loop(images),
+            "albumentations": albumentations_loop(images),
+            "stock keras chain": tf_data(images, stock_keras_chain()),
         }
         variants = {
             "ours, default (bilinear, reflect)": {},
             "ours, constant fill": {"fill_mode": "constant"},
             "ours, nearest + constant": {"fill_mode": "constant", "interpolation": "nearest"},
+            "ours, nearest + reflect": {"interpolation": "nearest"},
         }
         for name, options in variants.items():
-            aug = create_augmentation("default", seed=0, **options)
-            results[name] = rate(tf_data(images, aug, seeded=True), args.seconds)
+            pipelines[name] = tf_data(images, create_augmentation("default", seed=0, **options), seeded=True)
+        results = interleaved(pipelines, args.seconds, args.rounds)
         cv, stock = results["opencv loop"], results["stock keras chain"]
         print(f"\n{size}x{size} uint8")
         print(f"{'pipeline':36s} {'img/s':>9s} {'vs OpenCV':>10s} {'vs stock':>9s}")
