@@ -60,10 +60,6 @@ class _Tensor:
     segments: list[tuple[int, int]]
     repeat: int = 1
 
-    @property
-    def channels(self) -> int:
-        return sum(size for _, size in self.segments)
-
 
 @dataclasses.dataclass
 class ChannelGroup:
@@ -259,6 +255,10 @@ class ChannelGraph:
 
     # --- queries --------------------------------------------------------------------------
 
+    def kind(self, layer: str) -> str | None:
+        """The class name of a layer of the model (None for a name it does not have)."""
+        return self._kind.get(layer)
+
     def group_of(self, layer: str) -> ChannelGroup:
         """The group of a layer's output channels."""
         root = self.find(self.outputs[layer].segments[0][0])
@@ -340,7 +340,7 @@ def channel_importance(graph: ChannelGraph, group: ChannelGroup, criterion: str 
     if criterion == "bn_gamma":
         for name in group.channelwise:
             layer = model.get_layer(name)
-            if graph._kind[name] == "BatchNormalization" and layer.scale:  # noqa: SLF001
+            if graph.kind(name) == "BatchNormalization" and layer.scale:
                 scores.append(_normalized(np.abs(layer.gamma.numpy())))
     if not scores:
         for name in group.producers:
@@ -490,7 +490,7 @@ def _zero_channels(graph: ChannelGraph, group: ChannelGroup) -> np.ndarray:
         if getattr(layer, "use_bias", False):
             dead &= layer.bias.numpy() == 0
     for name in group.channelwise:
-        if graph._kind[name] == "BatchNormalization":  # noqa: SLF001
+        if graph.kind(name) == "BatchNormalization":
             layer = model.get_layer(name)
             if layer.scale:
                 dead &= layer.gamma.numpy() == 0
@@ -513,7 +513,7 @@ def rebuild(graph: ChannelGraph, keep: dict[int, np.ndarray]) -> keras.Model:
             entry["config"]["target_shape"] = (*shape[:-1], len(graph.kept_indices(graph.outputs[name], keep)))
     pruned = type(model).from_config(config)
     for layer in model.layers:
-        kind = graph._kind.get(layer.name)  # noqa: SLF001
+        kind = graph.kind(layer.name)
         if not layer.weights:
             continue
         new_layer = pruned.get_layer(layer.name)

@@ -36,7 +36,7 @@ def train_classifier(
 
         return augmented_model(model, data.model_augmentation)
 
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"weights": t.weights} if t.weights is not None else {}
     if t.fine_tune.active(t.weights):
         ft = t.fine_tune
         result = fine_tune(
@@ -46,17 +46,15 @@ def train_classifier(
             jit_compile=t.jit_compile or None,
         )
         trained = result.model
-        histories = [os.path.join(work_dir, phase, "history.csv") for phase in ("head", "fine_tune")
-                     if phase == "head" or ft.epochs]
-        extra = {"weights": t.weights, "fine_tuned": result.unfrozen}
+        phases = ["head", "fine_tune"] if ft.epochs else ["head"]
+        histories = [os.path.join(work_dir, phase, "history.csv") for phase in phases]
+        extra["fine_tuned"] = result.unfrozen
     else:
         trained = train(
             build, data.train, data.val, t.epochs, optimizer=t.optimizer, learning_rate=t.learning_rate,
             work_dir=work_dir, jit_compile=t.jit_compile or None, strategy=strategy,
         ).model
         histories = [os.path.join(work_dir, "history.csv")]
-        if t.weights is not None:
-            extra = {"weights": t.weights}
     # With augmentation in the model, the classifier is its last layer: that is what ships.
     model = trained.layers[-1] if data.model_augmentation is not None else trained
     _io.write_with(model_path, model.save)
