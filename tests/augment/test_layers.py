@@ -5,7 +5,7 @@ import pytest
 
 from tests.helpers import PYTHON_OPS, dataset_graph_ops
 from tfimgopt import augment as A
-from tfimgopt.augment._base import _gather_warp
+from tfimgopt.augment._base import _gather_warp, reduce_spatial
 from tfimgopt.compat import keras, tf
 from tfimgopt.errors import ConfigError
 
@@ -315,3 +315,16 @@ def test_model_placement_trains_under_two_replicas(mirrored):
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(_images(16, 16), np.arange(16) % 3, batch_size=8, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+@pytest.mark.parametrize("shape", [(3, 12, 10, 3), (2, 9, 11, 1), (2, 224, 224, 3)])
+def test_reduce_spatial_matches_a_direct_reduction(shape):
+    images = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    for reduce, reference in ((tf.reduce_sum, np.sum), (tf.reduce_min, np.min), (tf.reduce_max, np.max)):
+        expected = reference(images.astype(np.float64), axis=(1, 2), keepdims=True)
+        static = reduce_spatial(tf.constant(images), reduce).numpy()
+        dynamic = tf.function(lambda x, r=reduce: reduce_spatial(x, r),
+                              input_signature=[tf.TensorSpec([None, None, None, shape[-1]])])(images).numpy()
+        assert static.shape == dynamic.shape == expected.shape
+        np.testing.assert_allclose(static, expected, rtol=1e-6)  # row-first sums are the more accurate ones
+        np.testing.assert_allclose(dynamic, expected, rtol=1e-5)

@@ -156,6 +156,25 @@ def from_float(images: tf.Tensor, dtype: tf.DType, value_range) -> tf.Tensor:
     return tf.cast(images, dtype)
 
 
+def reduce_spatial(images: tf.Tensor, reduce=tf.reduce_sum) -> tf.Tensor:
+    """`reduce(images, axis=(1, 2), keepdims=True)`: a per-image, per-channel sum, min or max.
+
+    With static sizes the pixels are regrouped as rows of `k` whole pixels (`k * channels`
+    contiguous values) and reduced over the rows first: XLA vectorizes that along the row,
+    where reducing straight over (height, width) strides by the channel count (measured
+    1.5x faster for the 224x224 RGB contrast pass). Sums may differ from the direct
+    reduction in the last bits (another order of additions); min and max are the same.
+    """
+    batch, height, width, channels = images.shape
+    if None in (height, width, channels):
+        return reduce(images, axis=(1, 2), keepdims=True)
+    pixels = height * width
+    longest = max(128, pixels // 32)  # about 32 rows (measured at 224x224: 5.4 ms vs 7.3 with k <= 128)
+    k = max(d for d in range(1, min(pixels, longest) + 1) if pixels % d == 0)
+    rows = reduce(tf.reshape(images, [-1, pixels // k, k * channels]), axis=1)
+    return tf.reshape(reduce(tf.reshape(rows, [-1, k, channels]), axis=1), [-1, 1, 1, channels])
+
+
 def _xla_enabled() -> bool:
     return os.environ.get("TFIMGOPT_AUGMENT_XLA", "1") != "0"
 
@@ -188,13 +207,14 @@ def _gather_warp(images, transforms, output_size, interpolation, fill_mode, fill
     sx = (t[:, 0] * xs + t[:, 1] * ys + t[:, 2]) / k
     sy = (t[:, 3] * xs + t[:, 4] * ys + t[:, 5]) / k
     padded = fill_mode == "constant" and interpolation != "nearest"
+    # fill_value is exactly a value of the image dtype: fill in that dtype, no float copy.
+    exact = images.dtype.is_floating or (float(fill_value).is_integer()
+                                         and images.dtype.min <= fill_value <= images.dtype.max)
     if padded:
         # A one-pixel border of fill_value: clipping a coordinate to [-1, size] then reads
         # the border wherever the sample is outside, with no per-neighbour masks (measured:
         # masks made bilinear constant fill 1.6x slower than reflect). Nearest sampling has
         # one neighbour: its mask is cheaper than copying the image into a border.
-        exact = images.dtype.is_floating or (float(fill_value).is_integer()
-                                             and images.dtype.min <= fill_value <= images.dtype.max)
         source = images if exact else tf.cast(images, tf.float32)
         source = tf.pad(source, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=tf.cast(fill_value, source.dtype))
         stride = width + 2
@@ -205,7 +225,7 @@ def _gather_warp(images, transforms, output_size, interpolation, fill_mode, fill
         flat = tf.reshape(images, [-1, channels])
         base = (tf.range(batch) * (height * width))[:, None, None]
 
-    def sample(iy, ix):
+    def sample(iy, ix, dtype=tf.float32):
         inside = None
         if fill_mode == "reflect":
             iy, ix = _reflect(iy, height), _reflect(ix, width)
@@ -217,11 +237,14 @@ def _gather_warp(images, transforms, output_size, interpolation, fill_mode, fill
             if fill_mode == "constant":
                 inside = (iy >= 0) & (iy < height) & (ix >= 0) & (ix < width)
             iy, ix = tf.clip_by_value(iy, 0, height - 1), tf.clip_by_value(ix, 0, width - 1)
-        values = tf.cast(tf.gather(flat, base + iy * stride + ix), tf.float32)
-        return values if inside is None else tf.where(inside[..., None], values, fill_value)
+        values = tf.cast(tf.gather(flat, base + iy * stride + ix), dtype)
+        return values if inside is None else tf.where(inside[..., None], values, tf.cast(fill_value, dtype))
 
     if interpolation == "nearest":
-        out = sample(tf.cast(tf.floor(sy + 0.5), tf.int32), tf.cast(tf.floor(sx + 0.5), tf.int32))
+        iy, ix = tf.cast(tf.floor(sy + 0.5), tf.int32), tf.cast(tf.floor(sx + 0.5), tf.int32)
+        if exact:  # copies of source pixels: no arithmetic, so none of the float round trip
+            return sample(iy, ix, images.dtype)
+        out = sample(iy, ix)
     else:
         x0, y0 = tf.floor(sx), tf.floor(sy)
         fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]

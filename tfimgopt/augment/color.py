@@ -17,6 +17,7 @@ from tfimgopt.augment._base import (
     check_range,
     compiled,
     from_float,
+    reduce_spatial,
     register_op,
     to_float,
     uniform,
@@ -136,7 +137,7 @@ class RandomContrast(_ScaleLayer):
 
     def adjust(self, images, seed):
         scale = self.scales(images, seed)
-        mean = tf.reduce_mean(images, axis=(1, 2), keepdims=True)
+        mean = reduce_spatial(images) / tf.cast(tf.shape(images)[1] * tf.shape(images)[2], images.dtype)
         return (images - mean) * scale + mean
 
 

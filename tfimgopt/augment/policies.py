@@ -21,6 +21,7 @@ from tfimgopt.augment._base import (
     check_range,
     fold,
     from_float,
+    reduce_spatial,
     register_op,
     to_float,
     translation_matrix,
@@ -48,8 +49,8 @@ MAX_ENHANCE = 0.9  # colour/contrast/brightness/sharpness factor 1 +- 0.9 * magn
 
 
 def _auto_contrast(u, m):
-    low = tf.reduce_min(u, axis=(1, 2), keepdims=True)
-    high = tf.reduce_max(u, axis=(1, 2), keepdims=True)
+    low = reduce_spatial(u, tf.reduce_min)
+    high = reduce_spatial(u, tf.reduce_max)
     span = high - low
     return tf.where(span > 0, (u - low) / tf.where(span > 0, span, 1.0), u)
 
