@@ -165,7 +165,7 @@ def reduce_spatial(images: tf.Tensor, reduce=tf.reduce_sum) -> tf.Tensor:
     1.5x faster for the 224x224 RGB contrast pass). Sums may differ from the direct
     reduction in the last bits (another order of additions); min and max are the same.
     """
-    batch, height, width, channels = images.shape
+    _, height, width, channels = images.shape
     if None in (height, width, channels):
         return reduce(images, axis=(1, 2), keepdims=True)
     pixels = height * width
