@@ -196,3 +196,35 @@ def test_sparse_storage_is_smaller_with_equal_outputs_and_auto_keeps_what_litert
     # LiteRT's XNNPACK refuses sparse int8 fully-connected layers: auto must ship the dense file then.
     int8 = export_tflite(model, "int8", representative_data=calibration)
     assert verify_tflite(int8, model, test_ds)["passed"]
+
+
+def test_top1_agreement_leaves_out_near_ties_only():
+    from tfimgopt.export.tflite import TIE_MARGIN, top1_agreement
+
+    want = np.array([[5.0, 1.0, 0.0], [2.0, 2.0 - TIE_MARGIN * 5 / 2, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 0.0]])
+    got = np.array([[5.0, 1.0, 0.0], [1.9, 2.0, 0.0], [0.0, 1.0, 3.0], [1.0, 0.0, 0.0]])
+    # Row 2 is a near-tie (margin half of TIE_MARGIN x the logit scale 5): left out. Row 3 flips a
+    # decided input: counted against.
+    assert top1_agreement(got, want) == (2 / 3, 1)
+    assert top1_agreement(want, want) == (1.0, 1)
+    flat = np.zeros((4, 3))
+    assert top1_agreement(np.eye(4, 3), flat) == (1.0, 4)  # all near-ties: nothing to judge
+    assert top1_agreement(got[:, :1], want[:, :1]) == (1.0, 0)  # one output: no top-1 to compare
+
+
+def test_a_collapsed_model_passes_verification_when_its_logits_match():
+    # An untrained model whose two logits are equal up to noise: dynamic-range quantization
+    # flips its top-1 on about half the inputs, by amounts far below the logit tolerance.
+    rng = np.random.default_rng(0)
+    column = rng.normal(0, 0.05, (1024, 1))
+    kernel = np.concatenate([column, column + rng.normal(0, 1e-7, (1024, 1))], axis=1).astype(np.float32)
+    model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.layers[-1].set_weights([kernel, np.zeros(2, np.float32)])
+    images = rng.uniform(0, 1, (32, 32, 32, 1)).astype(np.float32)
+    result = verify_tflite(export_tflite(model, "dynamic"), model, images)
+    assert result["relative_diff"] < 0.01
+    assert result["near_ties"] == 32
+    assert result["passed"], result
+    raw = (TFLiteRunner(export_tflite(model, "dynamic")).predict(images).argmax(1)
+           == model.predict(images, verbose=0).argmax(1)).mean()
+    assert raw < 0.9  # the old plain top-1 agreement would have failed this export

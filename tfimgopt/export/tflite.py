@@ -40,6 +40,10 @@ MIN_AGREEMENT = {"float32": 0.0, "float16": 0.95, "dynamic": 0.9, "int8": 0.95, 
 # this fraction of the kernel weights is zero and the sparse file is the smaller one.
 SPARSE_MIN_ZEROS = 0.3
 INT8_MIN_AGREEMENT = MIN_AGREEMENT["int8"]
+# An input whose two largest Keras logits differ by less than this fraction of
+# max(1, largest |logit|) is a near-tie: which of the two wins is float noise, so it does not
+# count for or against top-1 agreement (an untrained or collapsed model is all near-ties).
+TIE_MARGIN = 0.01
 
 
 def _representative(data: Any, input_shape: Sequence[int], samples: int,
@@ -281,7 +285,9 @@ def verify_tflite(
     (default per mode: `FLOAT_TOLERANCE`), and float16/dynamic models must also agree on
     the top-1 class for `MIN_AGREEMENT[mode]` of the inputs. Full-integer models must agree on the top-1
     class for at least `min_agreement` of the inputs: their logits are quantized, so an
-    exact comparison says nothing.
+    exact comparison says nothing. Top-1 agreement leaves out near-ties (inputs whose two
+    largest Keras logits differ by less than `TIE_MARGIN` of the logit scale), where either
+    class is a correct answer; with nothing but near-ties it is 1.
 
     Args:
         tflite_model: Flatbuffer bytes or a `.tflite` path.
@@ -292,8 +298,8 @@ def verify_tflite(
         min_agreement: Minimum top-1 agreement for integer models.
 
     Returns:
-        `{"mode", "max_abs_diff", "relative_diff", "top1_agreement", "num_samples",
-        "passed", "criterion"}`.
+        `{"mode", "max_abs_diff", "relative_diff", "top1_agreement", "near_ties",
+        "num_samples", "passed", "criterion"}`.
     """
     images, _ = _images_labels(inputs, num_samples)
     runner = TFLiteRunner(tflite_model)
@@ -302,7 +308,7 @@ def verify_tflite(
     want = keras_model.predict(images.astype(np.float32), verbose=0)
     diff = float(np.abs(got - want).max())
     relative = diff / max(1.0, float(np.abs(want).max()))
-    agreement = float((got.argmax(1) == want.argmax(1)).mean())
+    agreement, near_ties = top1_agreement(got, want)
     if mode == "int8":
         passed = agreement >= min_agreement
         criterion = f"top-1 agreement >= {min_agreement}"
@@ -313,8 +319,22 @@ def verify_tflite(
         criterion = f"max abs diff / max(1, max |logit|) <= {tol}" + (f" and top-1 agreement >= {need}" if need else "")
     return {
         "mode": mode, "max_abs_diff": diff, "relative_diff": relative, "top1_agreement": agreement,
-        "num_samples": len(images), "passed": bool(passed), "criterion": criterion,
+        "near_ties": near_ties, "num_samples": len(images), "passed": bool(passed), "criterion": criterion,
     }
+
+
+def top1_agreement(got: np.ndarray, want: np.ndarray) -> tuple[float, int]:
+    """Share of inputs where `got` and `want` (logits, one row per input) pick the same class,
+    over the inputs that are not near-ties in `want` (see `TIE_MARGIN`); and how many were."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if want.ndim != 2 or want.shape[1] < 2:
+        return 1.0, 0
+    top_two = np.sort(want, axis=1)[:, -2:]
+    decided = top_two[:, 1] - top_two[:, 0] >= TIE_MARGIN * max(1.0, float(np.abs(want).max()))
+    if not decided.any():
+        return 1.0, int(len(want))
+    same = got.argmax(1) == want.argmax(1)
+    return float(same[decided].mean()), int((~decided).sum())
 
 
 def op_names(model: bytes | str | TFLiteRunner) -> set[str]:

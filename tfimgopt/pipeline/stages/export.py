@@ -18,8 +18,11 @@ def failure_reason(check: dict[str, Any]) -> str:
     """Why a verification failed, with its numbers."""
     if "relative_diff" not in check:
         return f"verification failed: needed {check.get('criterion')}"
+    ties = check.get("near_ties", 0)
+    left_out = f" ({ties} near-ties left out)" if ties else ""
     return (f"verification failed: relative logit diff {check['relative_diff']:.2g}, top-1 agreement "
-            f"{check['top1_agreement']:.3f} on {check['num_samples']} test images; needed {check['criterion']}")
+            f"{check['top1_agreement']:.3f} on {check['num_samples']} test images{left_out}; "
+            f"needed {check['criterion']}")
 
 
 def writes_metadata(config: RunConfig) -> bool:
