@@ -49,7 +49,7 @@ def measure(model: keras.Model, calibration, test_ds, folder: str, name: str) ->
     return out
 
 
-def interleaved_latency(files: dict, image: np.ndarray | None, runs: int, rounds: int) -> dict[str, list[float]]:
+def interleaved_latency(files: dict, image: np.ndarray | None, runs: int, rounds: int) -> dict[object, list[float]]:
     """Median single-image latency (ms, 1 thread) of each file in each of `rounds` rounds; a
     round invokes every file `runs // rounds` times in turn (after 20 warm-up invokes in the
     first). `image=None`: random input of each model's own shape and dtype."""
