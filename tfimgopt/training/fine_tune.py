@@ -20,7 +20,7 @@ from typing import Any
 from tfimgopt import _io
 from tfimgopt.compat import keras, tf
 from tfimgopt.errors import ConfigError, received
-from tfimgopt.training.fit import OPTIMIZERS, make_optimizer, train
+from tfimgopt.training.fit import check_optimizer, make_optimizer, train
 
 SCHEDULES = ("cosine", "step", "constant")
 HEAD_DONE = "head_done.h5"  # HDF5 weights (a .weights.h5 name would mean the Keras 3 format)
@@ -166,8 +166,7 @@ def fine_tune(
         if not isinstance(model, keras.Model):
             model = model()
     head = list(head)
-    if optimizer not in OPTIMIZERS:  # an unknown name fails before training
-        raise ConfigError(f"Unknown optimizer. Valid names: {sorted(OPTIMIZERS)}. {received('optimizer', optimizer)}")
+    check_optimizer(optimizer)  # an unknown name fails before training
     network = _network(model, head)
     names = [layer.name for layer in network.layers]
     missing = [name for name in head if name not in names]

@@ -30,8 +30,20 @@ def default_metrics(dataset: tf.data.Dataset) -> list[keras.metrics.Metric]:
     return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
 
+_OPTIMIZER_BUILDERS = {
+    "adam": lambda learning_rate: keras.optimizers.Adam(learning_rate=learning_rate),
+    "adamw": lambda learning_rate: keras.optimizers.AdamW(learning_rate=learning_rate),
+    "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9),
+    "rmsprop": lambda learning_rate: keras.optimizers.RMSprop(learning_rate=learning_rate),
+}
 #: Optimizer names `make_optimizer` (and every training entry point) accepts.
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+OPTIMIZERS = tuple(_OPTIMIZER_BUILDERS)
+
+
+def check_optimizer(name: str) -> None:
+    """Raises `ConfigError` for an optimizer name `make_optimizer` does not know."""
+    if name not in _OPTIMIZER_BUILDERS:
+        raise ConfigError(f"Unknown optimizer. Valid names: {sorted(OPTIMIZERS)}. {received('optimizer', name)}")
 
 
 def make_optimizer(name: str | keras.optimizers.Optimizer,
@@ -39,17 +51,10 @@ def make_optimizer(name: str | keras.optimizers.Optimizer,
     """Builds an optimizer by name (`"adam"`, `"sgd"`, `"rmsprop"`, `"adamw"`)."""
     if isinstance(name, keras.optimizers.Optimizer):
         return name
-    choices = {
-        "adam": keras.optimizers.Adam,
-        "adamw": keras.optimizers.AdamW,
-        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
-        "rmsprop": keras.optimizers.RMSprop,
-    }
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"Unknown optimizer. Valid names: {sorted(OPTIMIZERS)}. {received('optimizer', name)}")
+    check_optimizer(name)
     if isinstance(learning_rate, int | float) and not learning_rate > 0:  # or a schedule
         raise ConfigError(f"learning_rate must be > 0. {received('learning_rate', learning_rate)}")
-    return choices[name](learning_rate=learning_rate)
+    return _OPTIMIZER_BUILDERS[name](learning_rate)
 
 
 class AtomicModelCheckpoint(keras.callbacks.Callback):
