@@ -213,8 +213,11 @@ def test_technique_reads_real_settings_and_returns_a_compressed_model(name, smal
 def _source_examples(tmp_path):
     from tests.helpers import make_photo_folder
 
+    images, labels = np.zeros((4, 8, 8, 1), np.uint8), np.arange(4) % 2
+    np.savez(tmp_path / "data.npz", images=images, labels=labels)
     return {"digits": "digits", "tfds": "tfds:mnist", "folder": make_photo_folder(tmp_path / "photos", per_class=3),
-            "arrays": (np.zeros((4, 8, 8, 1), np.uint8), np.arange(4) % 2)}
+            "arrays": (images, labels), "npz": str(tmp_path / "data.npz"),
+            "dataset": tf.data.Dataset.from_tensor_slices((images, labels))}
 
 
 def test_every_source_has_an_example_that_only_it_accepts(tmp_path):

@@ -42,6 +42,8 @@ _LAZY = {
     "register_model": "tfimgopt.models",
     "train": "tfimgopt.training",
     "doctor": "tfimgopt.doctor",
+    "optimize": "tfimgopt.pipeline.optimize",
+    "RunReport": "tfimgopt.pipeline.optimize",
 }
 
 
@@ -55,6 +57,7 @@ __all__ = [
     "EnvironmentProblem",
     "KerasVersionError",
     "QuantizationError",
+    "RunReport",
     "StorageError",
     "StrategyError",
     "TfimgoptError",
@@ -71,6 +74,7 @@ __all__ = [
     "list_sources",
     "list_strategies",
     "load_dataset",
+    "optimize",
     "register_model",
     "tf",
     "train",

@@ -108,6 +108,21 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def sha256_tree(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, or of a folder's files (their relative paths and contents, in order)."""
+    import hashlib
+
+    if not os.path.isdir(path):
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(folder, name)
+            digest.update(f"{os.path.relpath(full, path)}\0{sha256_file(full)}\n".encode())
+    return digest.hexdigest()
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Writes `text` (UTF-8) to `path` atomically."""
     write_bytes(path, text.encode("utf-8"))

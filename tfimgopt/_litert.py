@@ -40,6 +40,10 @@ class TFLiteRunner:
             self.interpreter = _interpreter(model, num_threads)
         except (ValueError, RuntimeError) as err:
             raise DataError(f"Not a valid TFLite model: {err}") from None
+        try:  # XNNPACK prepares its nodes on the first invoke: a layout it refuses fails here, not later
+            self.interpreter.invoke()
+        except RuntimeError as err:
+            raise DataError(f"LiteRT cannot run this model: {' '.join(str(err).split())}") from None
         self.num_threads = num_threads
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]

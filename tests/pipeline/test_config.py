@@ -47,8 +47,12 @@ def test_round_trip_through_dict():
     [
         (["train.epoch=3"], r"Unknown key train\.epoch\. Valid keys here: \[.*'epochs'"),
         (["train.epochs=three"], r"expected int\. Received: train\.epochs='three'"),
-        (["train.epochs=0"], r"an int >= 1\. Received: train\.epochs=0"),
-        (["train.model=vgg"], r"one of \[.*\]\. Received: train\.model='vgg'"),
+        (["train.epochs=0"], r"an int >= 1 for a zoo model, or null\. Received: train\.epochs=0"),
+        (["train.model=vgg"], r"a zoo model \(.*\) or your model file \(\.keras\)\. Received: train\.model='vgg'"),
+        (["train.model=small_cn"], r"\(\.keras\) \(did you mean: small_cnn\)\. Received: train\.model='small_cn'"),
+        (["train.model=/no/such/model.keras"], r"an existing model file .* Received: train\.model='/no/such/model"),
+        (["distill.student=mine.h5"], r"an existing model file .* Received: distill\.student='mine\.h5'"),
+        (["data.input_range=0-256"], r"one of \('auto', '0-255', '0-1', '-1-1'\)\. Received: data\.input_range"),
         (["data.channels=2"], r"Received: data\.channels=2"),
         (["data.val_fraction=1.5"], r"Received: data\.val_fraction=1\.5"),
         (["data=3"], r"Expected a table of settings for data\."),
@@ -64,7 +68,8 @@ def test_round_trip_through_dict():
         (["train.strategy=gpu"], r"Received: train\.strategy='gpu'"),
         (["train.augment=sharpen"], r"Received: train\.augment='sharpen'"),
         (["train.augment_spec=[{op: blur}]"], r"Unknown augmentation 'blur'"),
-        (["data.source=/no/such/folder"], r"existing folder of class subfolders\. Received: data\.source='/no/such"),
+        (["data.source=/no/such/folder"], r"existing folder of class subfolders or an existing \.npz file .*"
+                                          r"Received: data\.source='/no/such"),
         (["data.unlabelled_folder=/no/such"], r"Received: data\.unlabelled_folder='/no/such'"),
         (["data.unlabelled_fraction=1"], r"Received: data\.unlabelled_fraction=1"),
         (["seed=-1"], r"Received: seed=-1"),
@@ -102,7 +107,9 @@ def test_shipped_example_configs_load_and_validate():
     from tfimgopt.pipeline.config import list_example_configs
 
     assert set(list_example_configs()) == {"digits", "cifar10_tpu", "folder"}
-    assert load_config("digits") == load_config(overrides=["out_dir=runs/digits", "train.augment=digits"])
+    assert load_config("digits") == load_config(overrides=[
+        "out_dir=runs/digits", "train.augment=digits", "data.image_size=32", "train.epochs=20",
+        "distill.student=compact_cnn", "compress.target_sparsity=0.5"])
     tpu = load_config("cifar10_tpu")
     assert tpu.data.source == "tfds:cifar10" and tpu.train.strategy == "auto" and tpu.data.try_gcs
     with pytest.raises(ConfigError, match="existing folder of class subfolders"):

@@ -58,6 +58,17 @@ def prunable_weight_names(layer: keras.layers.Layer) -> list[str]:
     return list(PruneRegistry._weight_names(layer))  # noqa: SLF001 - TFMOT's own table, no public accessor
 
 
+def _prunable_size(layer: keras.layers.Layer) -> int:
+    """How many weights of `layer` pruning makes sparse."""
+    if isinstance(layer, _SPARSITY.PrunableLayer):
+        return int(sum(np.prod(w.shape) for w in layer.get_prunable_weights()))
+    return int(sum(np.prod(getattr(layer, name).shape) for name in prunable_weight_names(layer)))
+
+
+#: The default skip policy is dropped when the layers it skips hold this share of the prunable weights.
+DEFAULT_SKIP_SHARE = 0.5
+
+
 def _prunable_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in model.layers if prunable_weight_names(layer)]
 
@@ -81,7 +92,10 @@ def plan_pruning(
 
     By default the first convolution (few weights, and every later feature depends on
     it) and the final classifier (small, and errors there hit accuracy directly) are
-    left dense. Pass `skip` (layer names or types, `()` for none) to choose yourself.
+    left dense, unless they hold at least `DEFAULT_SKIP_SHARE` of the prunable weights (a
+    small model such as TFMOT's tutorial CNN, where skipping them would leave little or
+    nothing to prune): then every layer is pruned, and a log line says which and why.
+    Pass `skip` (layer names or types, `()` for none) to choose yourself.
 
     Returns:
         `(pruned layer names, {skipped layer name: reason})`.
@@ -95,6 +109,13 @@ def plan_pruning(
             skipped[convs[0].name] = "first convolution (default policy)"
         if denses and denses[-1] is candidates[-1]:
             skipped[denses[-1].name] = "classifier (default policy)"
+        sizes = {layer.name: _prunable_size(layer) for layer in candidates}
+        share = sum(sizes[name] for name in skipped) / max(sum(sizes.values()), 1)
+        if skipped and share >= DEFAULT_SKIP_SHARE:
+            logger.warning("pruning: the layers the default policy leaves dense (%s) hold %.0f%% of the prunable "
+                           "weights, so they are pruned too (pass skip=[...] to keep some dense)",
+                           ", ".join(skipped), 100 * share)
+            skipped = {}
     else:
         for layer in candidates:
             if matches_layer(layer, skip):

@@ -101,12 +101,12 @@ def _prune(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Datase
     from tfimgopt.compress.prune import plan_pruning, prune_and_finetune
 
     skip = settings.get("skip")
-    if skip is None and not plan_pruning(model)[0]:
-        skip = []  # a tiny student whose only layers are its first conv and classifier: prune them all
+    layers, dense = plan_pruning(model, skip)  # the default policy prunes every layer of a small model
     pruned, sparsity = prune_and_finetune(model, train_ds, val_ds, settings["epochs"], settings["target_sparsity"],
                                           learning_rate=settings["learning_rate"], work_dir=work_dir,
                                           strategy=strategy, skip=skip)
-    return TechniqueResult(pruned, {"sparsity": sparsity["overall"], "skip": skip})
+    return TechniqueResult(pruned, {"sparsity": sparsity["overall"], "skip": skip, "pruned_layers": layers,
+                                    "dense_layers": dense})
 
 
 def _qat(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,

@@ -92,7 +92,7 @@ def list_sources() -> list[str]:
     Example:
         >>> from tfimgopt.data import list_sources
         >>> list_sources()
-        ['arrays', 'digits', 'folder', 'tfds']
+        ['arrays', 'dataset', 'digits', 'folder', 'npz', 'tfds']
     """
     return _SOURCES.names()
 
@@ -123,8 +123,11 @@ def load_dataset(
     Args:
         source: `"digits"` (scikit-learn's bundled handwritten digits, offline),
             `"tfds:<name>"` (a TensorFlow Datasets image-classification dataset), the
-            path of a folder holding one subfolder of image files per class, or NumPy
-            arrays: `(images, labels)` or `{"train": (x, y), "test": (x, y)}`.
+            path of a folder holding one subfolder of image files per class, NumPy
+            arrays: `(images, labels)` or `{"train": (x, y), "test": (x, y)}`, a `.npz`
+            file of them (keys `images`/`labels`, or `x_train`/`y_train` with optional
+            `x_val`/`y_val`, `x_test`/`y_test`, plus optional `class_names`), or a finite
+            `tf.data.Dataset` of (image, label) pairs, batched or not (read into memory).
         image_size: Output `(height, width)`, or one int for square images.
         channels: 1 or 3. `None` keeps the source's own count (a folder with both
             grayscale and colour files becomes 3).
@@ -311,9 +314,15 @@ def _check_arrays(images: Any, labels: Any, what: str) -> tuple[np.ndarray, np.n
         shapes = sorted({np.shape(x) for x in images}, key=str)[:3] if isinstance(images, list | tuple) else []
         raise DataError(f"{what} images (and labels) must be arrays of one shape; resize the images to one size "
                         f"first ({err}). Received: shapes {shapes}") from None
+    if images.dtype == bool:
+        raise DataError(f"{what} images are booleans: tfimgopt reads pixels as 0..255 (uint8) or [0, 1] floats, and "
+                        "True/False would become near-black 0/1 pixels. Convert them first, e.g. "
+                        "images.astype('uint8') * 255 or images.astype('float32'). Received: images.dtype=bool")
     if images.dtype == object or labels.dtype == object:
         raise DataError(f"{what} images and labels must be numeric arrays of one shape. "
                         f"Received: images.dtype={images.dtype}, labels.dtype={labels.dtype}")
+    if labels.ndim == 2 and labels.shape[1:] == (1,):  # keras.datasets' (N, 1) labels (CIFAR)
+        labels = labels[:, 0]
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
@@ -354,7 +363,7 @@ def _check_arrays(images: Any, labels: Any, what: str) -> tuple[np.ndarray, np.n
     return images, labels.astype(np.int64)
 
 
-def _load_arrays(source, size, channels, val_fraction, test_fraction, seed) -> Splits:
+def _load_arrays(source, size, channels, val_fraction, test_fraction, seed, name: str = "arrays") -> Splits:
     if isinstance(source, Mapping):
         unknown = set(source) - {"train", "val", "test", "class_names"}
         if unknown or "train" not in source:
@@ -408,8 +417,8 @@ def _load_arrays(source, size, channels, val_fraction, test_fraction, seed) -> S
         parts[split] = train[idx]
     parts["train"] = train[keep]
     names = class_names if class_names is not None else [str(i) for i in range(num_classes)]
-    check_splits(labels, parts, list(names), "arrays", {m: fractions[m] for m in missing})
-    return _from_memory("arrays", images, labels, parts, names)
+    check_splits(labels, parts, list(names), name, {m: fractions[m] for m in missing})
+    return _from_memory(name, images, labels, parts, names)
 
 
 def _utf8(name: str) -> bool:
@@ -614,6 +623,82 @@ def _load_tfds(name, size, channels, val_fraction, seed, data_dir, try_gcs, down
     return Splits(*converted, info)
 
 
+#: Key sets a `.npz` file may hold: ours, and the names `keras.datasets` arrays are usually saved under.
+NPZ_LAYOUTS = (
+    ("images", "labels"),
+    ("x_train", "y_train"),
+)
+
+
+def _load_npz(path: str) -> dict[str, Any]:
+    """The arrays of a `.npz` file as an array-source mapping (pickled objects refused)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except ValueError as err:  # object arrays need pickle: refused, a pickle can run code
+        raise DataError(f"Cannot read {path} without unpickling ({err}); save plain numeric arrays "
+                        f"(np.savez(path, images=x, labels=y)). {received('source', path)}") from None
+    except (OSError, EOFError) as err:
+        raise DataError(f"Not a readable .npz file ({type(err).__name__}: {err}). {received('source', path)}"
+                        ) from None
+    keys = set(arrays)
+    if {"images", "labels"} <= keys:
+        mapping: dict[str, Any] = {"train": (arrays["images"], arrays["labels"])}
+    elif {"x_train", "y_train"} <= keys:
+        mapping = {"train": (arrays["x_train"], arrays["y_train"])}
+        for split, (x, y) in {"val": ("x_val", "y_val"), "test": ("x_test", "y_test")}.items():
+            if (x in keys) != (y in keys):
+                raise DataError(f"{path} has {x if x in keys else y} without {y if x in keys else x}. "
+                                f"{received('keys', sorted(keys))}")
+            if x in keys:
+                mapping[split] = (arrays[x], arrays[y])
+    else:
+        raise DataError(
+            f"{path} holds no arrays under the accepted keys: images + labels, or x_train + y_train (with x_val/"
+            f"y_val and x_test/y_test optional), plus class_names optional. {received('keys', sorted(keys))}")
+    if "class_names" in keys:
+        names = arrays["class_names"]
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise DataError(f"{path}: class_names must be a 1-D array of strings. "
+                            f"{received('class_names.dtype', names.dtype)}")
+        mapping["class_names"] = [str(n) for n in names.tolist()]
+    return mapping
+
+
+#: The most images a `tf.data.Dataset` source is read into memory for (it is split like arrays).
+MAX_DATASET_IMAGES = 2_000_000
+
+
+def _dataset_arrays(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """A finite `tf.data.Dataset` of (image, label) pairs, batched or not, read into arrays."""
+    spec = ds.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2):
+        raise DataError("A tf.data.Dataset source must yield (image, label) pairs. "
+                        f"{received('element_spec', spec)}")
+    if ds.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise DataError("A tf.data.Dataset source must be finite (drop .repeat()). "
+                        f"{received('cardinality', 'infinite')}")
+    if spec[0].shape.rank == 4:  # batched: one image per element from here on
+        ds = ds.unbatch()
+        spec = ds.element_spec
+    if spec[0].shape.rank not in (2, 3):
+        raise DataError(f"A tf.data.Dataset source yields images of shape (H, W[, C]) or batches of them. "
+                        f"{received('image spec', spec[0])}")
+    images, labels = [], []
+    for image, label in ds.take(MAX_DATASET_IMAGES + 1).as_numpy_iterator():
+        images.append(image)
+        labels.append(label)
+    if len(images) > MAX_DATASET_IMAGES:
+        raise DataError(f"A tf.data.Dataset source is read into memory, at most {MAX_DATASET_IMAGES:,} images; "
+                        "shard larger data into a folder or TFDS. Received: more images than that")
+    if not images:
+        raise DataError("The tf.data.Dataset source is empty. Received: 0 elements")
+    labels_arr = np.asarray(labels)
+    if labels_arr.ndim == 2:  # one-hot (or soft) rows: the class is the largest entry
+        labels_arr = labels_arr.argmax(axis=1)
+    return np.stack(images), labels_arr
+
+
 def _is_arrays(source: Any) -> bool:
     return isinstance(source, Mapping) or (isinstance(source, tuple) and len(source) == 2)
 
@@ -628,5 +713,12 @@ for _source in (
            lambda s, size, ch, val, test, seed, *_: _load_folder(os.fspath(s), size, ch, val, test, seed)),
     Source("arrays", "(images, labels) arrays", _is_arrays,
            lambda s, size, ch, val, test, seed, *_: _load_arrays(s, size, ch, val, test, seed)),
+    Source("npz", "<file.npz>", lambda s: isinstance(s, str | os.PathLike) and os.fspath(s).endswith(".npz")
+           and os.path.isfile(s),
+           lambda s, size, ch, val, test, seed, *_: _load_arrays(_load_npz(os.fspath(s)), size, ch, val, test, seed,
+                                                                 name=os.fspath(s))),
+    Source("dataset", "tf.data.Dataset of (image, label)", lambda s: isinstance(s, tf.data.Dataset),
+           lambda s, size, ch, val, test, seed, *_: _load_arrays(_dataset_arrays(s), size, ch, val, test, seed,
+                                                                 name="dataset")),
 ):
     register_source(_source)

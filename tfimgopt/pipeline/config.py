@@ -71,9 +71,14 @@ CHOICES = {
 class DataConfig:
     """Where the images come from and how they are batched."""
 
-    source: str = setting("digits", help="digits | tfds:<name> | a folder of class subfolders",
+    source: str = setting("digits", help="digits | tfds:<name> | a folder of class subfolders | a .npz file of "
+                                         "arrays (images/labels or x_train/y_train[/x_test/y_test])",
                           flags=_on(DATA_COMMANDS, "source"))
-    image_size: int = setting(32, help="square image size in pixels", flags=_on(DATA_COMMANDS, "image-size"))
+    image_size: int | None = setting(None, help="square image size in pixels; null: your model file's input size, "
+                                                "else 32", flags=_on(DATA_COMMANDS, "image-size"))
+    input_range: str = setting("auto", help="pixel range your model was trained on: 0-255, 0-1 or -1-1; auto: "
+                                            "0-255 for zoo models, measured on a sample for yours (a Rescaling layer "
+                                            "then feeds it that range)", flags=_on(DATA_COMMANDS, "input-range"))
     channels: int | None = setting(None, help="1 or 3; null keeps the source's own count")
     batch_size: int = setting(64, help="global batch size", flags=_on(DATA_COMMANDS, "batch-size"))
     val_fraction: float = setting(0.1, help="share of the training data held out for validation")
@@ -90,22 +95,68 @@ class DataConfig:
         None, help="a folder of extra images without labels (any layout) for the transfer set",
         flags=_on(("run", "distill"), "unlabelled-folder"))
 
-    def validate(self) -> None:
+    def validate(self, in_memory: bool = False) -> None:
+        """Checks every value; `in_memory`: the data comes as a Python object (`tfimgopt.optimize`),
+        and `source` only names it."""
         _check(0 <= self.unlabelled_fraction < 1, "data.unlabelled_fraction", self.unlabelled_fraction, "[0, 1)")
         if self.unlabelled_folder is not None:
             _check(os.path.isdir(self.unlabelled_folder), "data.unlabelled_folder", self.unlabelled_folder,
                    "an existing folder of images")
-        from tfimgopt.data import find_source
+        if not in_memory:
+            from tfimgopt.data import find_source
 
-        kind = find_source(self.source)
-        _check(kind is not None and kind.name != "arrays", "data.source", self.source,
-               "'digits', 'tfds:<name>' or an existing folder of class subfolders")
-        _check(self.image_size >= 8, "data.image_size", self.image_size, "an int >= 8")
+            kind = find_source(self.source)
+            _check(kind is not None and kind.name not in IN_MEMORY_SOURCES, "data.source", self.source,
+                   "'digits', 'tfds:<name>', an existing folder of class subfolders or an existing .npz file "
+                   "(arrays and tf.data.Dataset objects go to tfimgopt.optimize(model, data))")
+        _check(self.image_size is None or self.image_size >= 8, "data.image_size", self.image_size,
+               "an int >= 8, or null (your model's input size, else 32)")
+        _check(self.input_range in INPUT_RANGES, "data.input_range", self.input_range, f"one of {INPUT_RANGES}")
         _check(self.channels in (None, 1, 3), "data.channels", self.channels, "1, 3 or null")
         _check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an int >= 1")
         _check(0 <= self.val_fraction < 1, "data.val_fraction", self.val_fraction, "[0, 1)")
         _check(0 <= self.test_fraction < 1, "data.test_fraction", self.test_fraction, "[0, 1)")
         _check(bool(self.source), "data.source", self.source, "a non-empty source name")
+
+
+#: Data sources that only exist as Python objects (config files and the CLI name files instead).
+IN_MEMORY_SOURCES = ("arrays", "dataset")
+#: What `data.input_range` accepts; the pixel range each names is `tfimgopt.pipeline.adopt.RANGES`.
+INPUT_RANGES = ("auto", "0-255", "0-1", "-1-1")
+#: The image size of a run whose `data.image_size` is null and whose model has no fixed size.
+DEFAULT_IMAGE_SIZE = 32
+#: Training epochs of a zoo baseline when `train.epochs` is null (a model file: 0, used as it is).
+DEFAULT_EPOCHS = 20
+#: `compress.target_sparsity` when null: pruning a distilled student or zoo baseline, or the user's own model.
+DEFAULT_SPARSITY = 0.5
+ADOPTED_SPARSITY = 0.8
+#: The student `distill.student: auto` means under a zoo teacher.
+DEFAULT_STUDENT = "compact_cnn"
+#: File names (or folders) `train.model` and `distill.student` take as the user's own model.
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def is_model_file(value: Any) -> bool:
+    """Whether a `train.model` / `distill.student` value names a model file (or SavedModel folder)
+    rather than a zoo model: it ends in .keras/.h5/.hdf5, or it is an existing file or folder."""
+    if not isinstance(value, str) or not value:
+        return False
+    return value.endswith(MODEL_FILE_SUFFIXES) or os.path.exists(value)
+
+
+def _check_model(key: str, value: str, models: list[str]) -> None:
+    """A zoo name or an existing model file; an unknown name lists the zoo with close names."""
+    if value in models:
+        return
+    if is_model_file(value):
+        _check(os.path.exists(value), key, value, "an existing model file (.keras; .h5 or a SavedModel folder with "
+                                                  "--unsafe)")
+        return
+    import difflib
+
+    close = difflib.get_close_matches(value, models, n=3)
+    hint = f" (did you mean: {', '.join(close)})" if close else ""
+    _check(False, key, value, f"a zoo model ({', '.join(models)}) or your model file (.keras){hint}")
 
 
 FINE_TUNE_CHOICES = ("auto", "on", "off")
@@ -128,16 +179,17 @@ class FineTuneConfig:
                               factory=lambda: ["classifier"])
 
     def active(self, weights: str | None) -> bool:
+        """Whether the baseline trains in two phases (pretrained weights, or `enabled: on`)."""
         return self.enabled == "on" or (self.enabled == "auto" and weights is not None)
 
-    def validate(self, weights: str | None) -> None:
+    def validate(self, weights: str | None, model_file: bool = False) -> None:
         from tfimgopt.training.fine_tune import SCHEDULES
 
         _check(self.enabled in FINE_TUNE_CHOICES, "train.fine_tune.enabled", self.enabled,
                f"one of {FINE_TUNE_CHOICES}")
-        _check(self.enabled != "on" or weights is not None, "train.fine_tune.enabled", self.enabled,
+        _check(self.enabled != "on" or weights is not None or model_file, "train.fine_tune.enabled", self.enabled,
                "'auto' or 'off' without pretrained weights (fine-tuning needs train.weights: 'imagenet' or a "
-               "weights file)")
+               "weights file, or train.model: your model file)")
         _check(self.epochs >= 0, "train.fine_tune.epochs", self.epochs, "an int >= 0")
         _check(self.unfreeze >= 0, "train.fine_tune.unfreeze", self.unfreeze, "an int >= 0")
         _check(self.learning_rate > 0, "train.fine_tune.learning_rate", self.learning_rate, "a float > 0")
@@ -150,16 +202,23 @@ class FineTuneConfig:
 class TrainConfig:
     """The baseline (teacher) model and how it is trained."""
 
-    model: str = setting("small_cnn", help="model from the zoo", flags=_on(("run", "train"), "model"),
-                         choices="models")
+    model: str = setting("small_cnn", help="a zoo model (list_models()) or your trained model file (.keras from "
+                                           "tf_keras or Keras 3; .h5 or a SavedModel folder only with train.unsafe), "
+                                           "which the run then adopts as its baseline",
+                         flags=_on(("run", "train"), "model"))
+    unsafe: bool = setting(False, help="DANGEROUS: load train.model / distill.student files with Keras safe mode "
+                                       "off (.h5, SavedModel, Lambda layers): stored code can run arbitrary Python; "
+                                       "only for files you made or trust", flags={"run": "unsafe"})
     model_options: dict | None = setting(None, help='keyword arguments of the model builder, e.g. {"width": 16}')
     weights: str | None = setting(None, help="pretrained weights: null (random), imagenet (MobileNets, "
                                              "EfficientNetB0; downloads once) or a weights file; the baseline is "
                                              "then fine-tuned (train.fine_tune)",
                                   flags=_on(("run", "train"), "weights"))
     fine_tune: FineTuneConfig = dataclasses.field(default_factory=FineTuneConfig)
-    epochs: int = setting(20, help="training epochs of the baseline (with fine-tuning: of the head, phase 1)",
-                          flags=_on(("run", "train"), "epochs"))
+    epochs: int | None = setting(None, help="training epochs of the baseline (with fine-tuning: of the head, "
+                                            f"phase 1); null: {DEFAULT_EPOCHS} for a zoo model, 0 for your model "
+                                            "file (measured as it is; > 0 fine-tunes it)",
+                                 flags=_on(("run", "train"), "epochs"))
     optimizer: str = setting("adam", help="adam | adamw | sgd | rmsprop")
     learning_rate: float = setting(1e-3, help="learning rate of the baseline",
                                    flags=_on(("run", "train"), "learning-rate"))
@@ -169,10 +228,22 @@ class TrainConfig:
     precision: str = setting("auto", help="Keras precision policy; auto follows the device (bfloat16 TPU, "
                                           "float16 GPU, float32 CPU)")
     augment: str = setting("auto", help="augmentation policy or layer; auto = the digits policy for digits, "
-                                        "default otherwise; none = off",
+                                        "none for your own model file, default otherwise; none = off",
                            flags=_on(("run", "train"), "augment"), choices="augmentations")
     augment_spec: list | None = setting(None, help="a declarative list of augmentation ops; replaces augment")
     augment_placement: str = setting("auto", help="where augmentation runs: auto, data (tf.data) or model")
+
+    @property
+    def adopts_file(self) -> bool:
+        """Whether the baseline is the user's model file (adopted) rather than a zoo model."""
+        return is_model_file(self.model)
+
+    @property
+    def epochs_to_train(self) -> int:
+        """`epochs`, or its default: 20 for a zoo model, 0 (as it is) for a model file."""
+        if self.epochs is not None:
+            return self.epochs
+        return 0 if self.adopts_file else DEFAULT_EPOCHS
 
     def validate(self) -> None:
         from tfimgopt.augment import PLACEMENTS
@@ -180,7 +251,11 @@ class TrainConfig:
         from tfimgopt.models import list_models
         from tfimgopt.models.zoo import IMAGENET_MODELS
 
-        _check(self.model in list_models(), "train.model", self.model, f"one of {list_models()}")
+        _check_model("train.model", self.model, list_models())
+        _check(self.weights is None or self.model in list_models(), "train.weights", self.weights,
+               "null when train.model is your model file (its weights are the file's)")
+        _check(self.model_options is None or self.model in list_models(), "train.model_options", self.model_options,
+               "null when train.model is your model file")
         _check(self.weights != "imagenet" or self.model in IMAGENET_MODELS, "train.weights", self.weights,
                f"'imagenet' only with a model that has ImageNet weights ({', '.join(IMAGENET_MODELS)}), or a "
                "weights file")
@@ -190,8 +265,13 @@ class TrainConfig:
                self.weights, "null, 'imagenet' or the path of a weights file that exists")
         _check("weights" not in (self.model_options or {}), "train.model_options", self.model_options,
                "builder arguments without 'weights' (set train.weights)")
-        self.fine_tune.validate(self.weights)
-        _check(self.epochs >= 1, "train.epochs", self.epochs, "an int >= 1")
+        self.fine_tune.validate(self.weights, model_file=self.model not in list_models())
+        if self.model in list_models():
+            _check(self.epochs is None or self.epochs >= 1, "train.epochs", self.epochs,
+                   "an int >= 1 for a zoo model, or null")
+        else:
+            _check(self.epochs is None or self.epochs >= 0, "train.epochs", self.epochs,
+                   "an int >= 0 (0: your model as it is), or null")
         from tfimgopt.training.fit import OPTIMIZERS
 
         _check(self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer, f"one of {OPTIMIZERS}")
@@ -213,8 +293,11 @@ class DistillConfig:
     """The distilled student."""
 
     enabled: bool = setting(True, help="distil the baseline into a smaller student")
-    student: str = setting("compact_cnn", help="student model from the zoo",
-                           flags=_on(("run", "distill"), "student"), choices="models")
+    student: str = setting("auto", help="student: a zoo model, a model file (its architecture and weights are the "
+                                        "start), or auto: compact_cnn (student_options) under a zoo teacher; under "
+                                        "your own model the largest zoo candidate with at most 1/8 of its parameters "
+                                        "(distillation is skipped, saying why, when none is that small)",
+                           flags=_on(("run", "distill"), "student"))
     student_options: dict | None = setting(help='keyword arguments of the student builder (compact_cnn, tiny_cnn: '
                                                 '{"filters": N})', factory=lambda: {"filters": 16})
     epochs: int = setting(40, help="distillation epochs", flags={"distill": "epochs"})
@@ -236,7 +319,8 @@ class DistillConfig:
         from tfimgopt.distill import METHODS
         from tfimgopt.models import list_models
 
-        _check(self.student in list_models(), "distill.student", self.student, f"one of {list_models()}")
+        if self.student != "auto":
+            _check_model("distill.student", self.student, list_models())
         _check(self.student_options is None or isinstance(self.student_options, dict), "distill.student_options",
                self.student_options, "a table of builder arguments")
         _check(self.epochs >= 1, "distill.epochs", self.epochs, "an int >= 1")
@@ -258,8 +342,10 @@ class CompressConfig:
     """Pruning, optional weight clustering, and sparsity-/cluster-preserving QAT of the deployed model."""
 
     enabled: bool = setting(True, help="prune (and quantization-aware fine-tune) the deployed model")
-    target_sparsity: float = setting(0.5, help="target fraction of zero weights",
-                                     flags={"run": "sparsity", "prune": "sparsity"})
+    target_sparsity: float | None = setting(
+        None, help=f"target fraction of zero weights; null: {ADOPTED_SPARSITY} when pruning your own model (TFMOT's "
+                   f"tutorial value), {DEFAULT_SPARSITY} for a distilled student or zoo baseline",
+        flags={"run": "sparsity", "prune": "sparsity"})
     epochs: int = setting(4, help="pruning fine-tuning epochs", flags={"prune": "epochs"})
     learning_rate: float = setting(1e-3, help="pruning fine-tuning learning rate")
     skip: list[str] | None = setting(None, help="layer names to leave dense; null = first conv and classifier "
@@ -282,7 +368,8 @@ class CompressConfig:
                                             "vector units)")
 
     def validate(self) -> None:
-        _check(0 < self.target_sparsity < 1, "compress.target_sparsity", self.target_sparsity, "a number in (0, 1)")
+        _check(self.target_sparsity is None or 0 < self.target_sparsity < 1, "compress.target_sparsity",
+               self.target_sparsity, "a number in (0, 1), or null")
         _check(self.epochs >= 1, "compress.epochs", self.epochs, "an int >= 1")
         _check(self.learning_rate > 0, "compress.learning_rate", self.learning_rate, "a float > 0")
         _check(self.qat_epochs >= 0, "compress.qat_epochs", self.qat_epochs, "an int >= 0")
@@ -360,15 +447,16 @@ class RunConfig:
     compress: CompressConfig = dataclasses.field(default_factory=CompressConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
-    def validate(self) -> RunConfig:
-        """Checks every value; returns self so calls chain.
+    def validate(self, in_memory_data: bool = False) -> RunConfig:
+        """Checks every value; returns self so calls chain. `in_memory_data`: the data comes as a
+        Python object (`tfimgopt.optimize`), so `data.source` only names it.
 
         Raises:
             ConfigError: naming the key, the accepted values and the value received.
         """
         _check(bool(self.out_dir), "out_dir", self.out_dir, "a folder path")
         _check(self.seed >= 0, "seed", self.seed, "an int >= 0")
-        self.data.validate()
+        self.data.validate(in_memory_data)
         self.train.validate()
         self.distill.validate()
         self.compress.validate()
@@ -379,9 +467,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+    def from_dict(cls, values: dict[str, Any], in_memory_data: bool = False) -> RunConfig:
         """Builds a config from nested dicts; unknown keys and wrong types are errors."""
-        return _build(cls, values, prefix="").validate()
+        return _build(cls, values, prefix="").validate(in_memory_data)
 
 
 def _check(ok: bool, key: str, value: Any, accepted: str) -> None:

@@ -53,7 +53,7 @@ def _kind(path: str) -> str:
     return "keras" if zipfile.is_zipfile(path) else "unknown"
 
 
-def _saved_by_keras3(path: str) -> bool:
+def saved_by_keras3(path: str) -> bool:
     """Whether a `.keras` archive was written by Keras 3 (its metadata.json says so)."""
     import json
     import zipfile
@@ -123,7 +123,7 @@ def load_model(path: str, *, safe_mode: bool = True) -> keras.Model:
             f"safe_mode=False (CLI: --unsafe) only if you trust the file. Received: model={path!r}")
     if kind == "keras":
         _check_archive(path)
-        if _saved_by_keras3(path):
+        if saved_by_keras3(path):
             return _load_keras3(path, safe_mode)
     return _loaded_or_refused(lambda: keras.models.load_model(path, safe_mode=bool(safe_mode)), path,
                               "Keras model file")
@@ -175,6 +175,10 @@ class RunContext:
     sparsity: dict[str, float] = dataclasses.field(default_factory=dict)
     variants: list[Variant] = dataclasses.field(default_factory=list)
     failed: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: The user's own model the baseline adopts (`tfimgopt.pipeline.adopt.UserModel`), or None.
+    user: Any = None
+    #: What the run settled for the user (input range measured, student picked...), for the report.
+    notes: list[str] = dataclasses.field(default_factory=list)
     #: Fingerprint of the stage running now (set by the run); its work folders carry it.
     fingerprint: str = ""
     _loaded: dict[str, keras.Model] = dataclasses.field(default_factory=dict, repr=False)

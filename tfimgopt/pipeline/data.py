@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from tfimgopt.compat import tf
 from tfimgopt.data import Splits, build_pipeline, hold_out_labels, load_dataset, load_unlabelled, with_unlabelled
-from tfimgopt.pipeline.config import DataConfig, RunConfig
+from tfimgopt.pipeline.config import DEFAULT_IMAGE_SIZE, DataConfig, RunConfig
 
 
 class PreparedData(NamedTuple):
@@ -30,14 +30,16 @@ def _augmentation(config: RunConfig, strategy):
 
     t = config.train
     spec = t.augment_spec if t.augment_spec is not None else t.augment
-    if spec == "auto":
-        spec = "digits" if config.data.source == "digits" else "default"
+    if spec == "auto":  # your model was trained without our augmentation: fine-tuning keeps its data as it was
+        spec = "digits" if config.data.source == "digits" else "none" if t.adopts_file else "default"
     aug = create_augmentation(spec, seed=config.seed)
     return split_augmentation(aug, t.augment_placement, strategy)
 
 
-def prepare_data(config: RunConfig, log: Callable[[str], None] = print, strategy=None) -> PreparedData:
-    """Loads `config.data.source`, holds out labels if asked, and builds the pipelines.
+def prepare_data(config: RunConfig, log: Callable[[str], None] = print, strategy=None, source: Any = None
+                 ) -> PreparedData:
+    """Loads `config.data.source` (or `source`, in-memory data that `data.source` only names),
+    holds out labels if asked, and builds the pipelines.
 
     Training batches are augmented in `tf.data` (placement "data") or the augmentation is
     returned for the model (placement "model"); labels become one-hot when MixUp/CutMix
@@ -47,8 +49,9 @@ def prepare_data(config: RunConfig, log: Callable[[str], None] = print, strategy
     from tfimgopt.distribute import needs_static_shapes
 
     d = config.data
+    size = d.image_size or DEFAULT_IMAGE_SIZE
     splits = load_dataset(
-        d.source, image_size=d.image_size, channels=d.channels, val_fraction=d.val_fraction,
+        d.source if source is None else source, image_size=size, channels=d.channels, val_fraction=d.val_fraction,
         test_fraction=d.test_fraction, seed=config.seed, data_dir=d.data_dir,
         try_gcs=d.try_gcs, download=d.download,
     )
@@ -57,7 +60,7 @@ def prepare_data(config: RunConfig, log: Callable[[str], None] = print, strategy
     if d.unlabelled_fraction > 0:
         labelled, unlabelled = hold_out_labels(splits.train, 1.0 - d.unlabelled_fraction, seed=config.seed)
     if d.unlabelled_folder:
-        extra = load_unlabelled(d.unlabelled_folder, image_size=d.image_size, channels=info.image_shape[-1])
+        extra = load_unlabelled(d.unlabelled_folder, image_size=size, channels=info.image_shape[-1])
         unlabelled = extra if unlabelled is None else unlabelled.concatenate(extra)
     num_unlabelled = int(unlabelled.reduce(0, lambda n, _: n + 1)) if unlabelled is not None else 0
     data_aug, model_aug = _augmentation(config, strategy)
@@ -107,12 +110,21 @@ def _folder_listing(root: str) -> list[tuple[str, int, int]]:
     return entries
 
 
-def data_fingerprint(data: DataConfig, seed: int) -> str:
-    """SHA-256 of what decides the run's data: the settings, the seed, and for folders the
-    listing of their files. A changed image folder or seed makes it differ."""
+def data_fingerprint(data: DataConfig, seed: int, source: Any = None) -> str:
+    """SHA-256 of what decides the run's data: the settings, the seed, for folders the listing
+    of their files, for a `.npz` file its bytes, and for in-memory `source` its arrays. A changed
+    image folder, file, array or seed makes it differ."""
+    from tfimgopt import _io
+
     state: dict[str, Any] = {"settings": json.loads(json.dumps(vars(data))), "seed": seed}
     for key in ("source", "unlabelled_folder"):
         value = getattr(data, key)
         if isinstance(value, str) and os.path.isdir(value):
             state[f"{key}_files"] = _folder_listing(value)
+        elif isinstance(value, str) and os.path.isfile(value):
+            state[f"{key}_sha256"] = _io.sha256_file(value)
+    if source is not None:
+        from tfimgopt.pipeline.adopt import data_digest
+
+        state["in_memory_sha256"] = data_digest(source)
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()

@@ -95,9 +95,16 @@ def metadata_note(report: dict[str, Any]) -> str:
 def report_markdown(report: dict[str, Any], table: str) -> str:
     """The human-readable report of a run."""
     data = report["dataset"]
-    lines = [
-        "# tfimgopt run report",
-        "",
+    lines = ["# tfimgopt run report", ""]
+    if report.get("your_model"):
+        yours, base = report["your_model"], report["baseline"]
+        lines += [f"**Your model** ({yours['source']}{', Keras 3' if yours['keras3'] else ''}): test accuracy "
+                  f"**{100 * yours['test_accuracy']:.2f}%** on {report['chance']['test_images']} test images, input "
+                  f"range {yours['input_range']}, "
+                  + (f"fine-tuned {base['epochs']} epochs first." if base.get("epochs") else "used as it is."), ""]
+    if report.get("settled"):
+        lines += ["Settled for this run: " + "; ".join(report["settled"]) + ".", ""]
+    lines += [
         f"Dataset: {data['name']} ({data['num_classes']} classes, images {tuple(data['image_shape'])}, "
         f"examples {data['num_examples']}" + (f", {data['unlabelled']} unlabelled" if data["unlabelled"] else "")
         + f"). Strategy: {report['strategy']} ({report['replicas']} replica(s)), precision {report['precision']}.",

@@ -10,6 +10,7 @@ from their epoch backups.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -19,6 +20,7 @@ from typing import Any
 from tfimgopt import _io
 from tfimgopt.compat import keras
 from tfimgopt.errors import ConfigError
+from tfimgopt.pipeline.adopt import load_user_model, save_input_model, settle_choices, settle_shapes
 from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.context import RunContext
 from tfimgopt.pipeline.data import data_fingerprint, prepare_data
@@ -36,7 +38,8 @@ from tfimgopt.pipeline.variants import chance_level, select_variant
 from tfimgopt.pipeline.verify import save_verification_data
 
 
-def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(config: RunConfig, log: Callable[[str], None] = print, *, model: Any = None, data: Any = None
+        ) -> dict[str, Any]:
     """Runs the optimization job described by `config` and writes its run folder.
 
     Stages: baseline (teacher) -> distill (student) -> prune (+ QAT) -> export (every
@@ -46,9 +49,16 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     settings, seed or data changed, and resumes an interrupted training stage from its
     last epoch backup.
 
+    With `train.model` a model file (or `model` given), the run adopts that model as its
+    baseline instead of training a zoo model: see `tfimgopt.optimize`.
+
     Args:
         config: A validated `RunConfig`.
         log: Where progress lines go.
+        model: Your model object (tf_keras or Keras 3), instead of `train.model`; it is saved
+            as `input/model.keras` in the run folder (kept while unchanged, so a rerun resumes).
+        data: In-memory data (`(images, labels)` arrays or a mapping of splits, see
+            `load_dataset`) instead of `data.source`, which then only names it.
 
     Returns:
         The report (also written to `out_dir/report.json` and `report.md`).
@@ -62,9 +72,9 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         >>> # a whole job (minutes), so the doctest run skips it
         >>> report = run(load_config(overrides=["train.epochs=1"]))  # doctest: +SKIP
     """
-    config.validate()
+    config.validate(in_memory_data=data is not None)
     with _io.claim_run_folder(config.out_dir):
-        return _run(config, log)
+        return _run(config, log, model, data)
 
 
 class _Records:
@@ -178,20 +188,31 @@ def _run_stage(stage: Stage, ctx: RunContext, records: _Records, data_hash: str,
     return record
 
 
-def _run(config: RunConfig, log: Callable[[str], None]) -> dict[str, Any]:
+def _run(config: RunConfig, log: Callable[[str], None], model: Any, source: Any) -> dict[str, Any]:
     from tfimgopt.distribute import create_strategy, set_precision, strategy_kind
 
     out = config.out_dir
     stale = _io.remove_stale_temporaries(out)
     if stale:
         log(f"removed {stale} half-written temporary file(s) left by an interrupted run")
-    _io.write_json(os.path.join(out, "config.json"), config.to_dict())
+    came_as_keras3 = False
+    if model is not None:
+        path, came_as_keras3 = save_input_model(out, model)
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, model=path))
+    user = None
+    if config.train.adopts_file:
+        user = load_user_model(config.train.model, safe_mode=not config.train.unsafe)
+        user.keras3 = user.keras3 or came_as_keras3
+    config = settle_shapes(config, user)
     strategy = create_strategy(config.train.strategy)
     precision = set_precision(config.train.precision, strategy)
     keras.utils.set_random_seed(config.seed)
     records = _Records(out, log)
-    ctx = RunContext(config, out, prepare_data(config, log, strategy), strategy, log)
-    data_hash = data_fingerprint(config.data, config.seed)
+    data = prepare_data(config, log, strategy, source)
+    config, user, notes = settle_choices(config, user, data, log)
+    _io.write_json(os.path.join(out, "config.json"), config.to_dict())
+    ctx = RunContext(config, out, data, strategy, log, user=user, notes=notes)
+    data_hash = data_fingerprint(config.data, config.seed, source)
     stages = [s for s in map(get_stage, list_stages()) if s.enabled(config)]
     for stage in stages:
         stage.preflight(ctx)
@@ -223,6 +244,10 @@ def _report(ctx: RunContext, records: _Records, by_key: dict[str, dict[str, Any]
             if entry.get("metadata"):
                 with_metadata.append(name)
     report = {
+        **({"your_model": {"source": ctx.user.source, "keras3": ctx.user.keras3,
+                           "test_accuracy": by_key["baseline"]["test_accuracy"],
+                           "input_range": config.data.input_range}} if ctx.user is not None else {}),
+        "settled": ctx.notes,
         "dataset": {"name": info.name, "num_classes": info.num_classes, "image_shape": list(info.image_shape),
                     "num_examples": dict(info.num_examples), "unlabelled": ctx.data.num_unlabelled},
         "strategy": strategy_desc,
@@ -232,6 +257,7 @@ def _report(ctx: RunContext, records: _Records, by_key: dict[str, dict[str, Any]
         "verification": checks,
         "tflite_metadata": with_metadata,
         "variants": table["rows"],
+        "table": table["markdown"],
         "failed_variants": {name: {"reason": entry["reason"], "verify": entry["verify"]}
                             for name, entry in ctx.failed.items()},
         "chance": chance,

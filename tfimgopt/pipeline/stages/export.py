@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from tfimgopt.compat import keras
+from tfimgopt.errors import DataError
 from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.context import RunContext
 from tfimgopt.pipeline.data import PreparedData, calibration_images
@@ -16,6 +17,8 @@ from tfimgopt.pipeline.variants import Variant
 
 def failure_reason(check: dict[str, Any]) -> str:
     """Why a verification failed, with its numbers."""
+    if "error" in check:
+        return f"LiteRT cannot run it: {check['error']}"
     if "relative_diff" not in check:
         return f"verification failed: needed {check.get('criterion')}"
     ties = check.get("near_ties", 0)
@@ -63,7 +66,10 @@ def export_variant(ctx: RunContext, model: keras.Model, variant: Variant) -> dic
                            calibration_images(ctx.data) if exporter.needs_calibration else None,
                            num_calibration=ctx.config.export.num_calibration, metadata=metadata)
     converted = time.monotonic()
-    check = exporter.verify(blob, model, ctx.data.test, num_samples=64)
+    try:
+        check = exporter.verify(blob, model, ctx.data.test, num_samples=64)
+    except (RuntimeError, DataError) as err:  # LiteRT cannot prepare or run the file: a failed variant
+        check = {"passed": False, "error": " ".join(str(err).split())[:300]}
     entry = {**variant.to_dict(), "verify": check, "convert_s": round(converted - began, 2),
              "verify_s": round(time.monotonic() - converted, 2), "metadata": metadata is not None}
     if not check["passed"]:
