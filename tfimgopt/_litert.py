@@ -12,19 +12,21 @@ import sys
 
 import numpy as np
 
+from tfimgopt._quiet import native_output
 from tfimgopt.errors import DataError, received
 
 
 def _interpreter(model: bytes | str, num_threads: int = 1):
     from ai_edge_litert.interpreter import Interpreter
 
-    if isinstance(model, bytes | bytearray):
-        interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
-    else:
-        if not os.path.isfile(model):
-            raise DataError(f"TFLite file not found. {received('path', model)}")
-        interpreter = Interpreter(model_path=model, num_threads=num_threads)
-    interpreter.allocate_tensors()
+    if not isinstance(model, bytes | bytearray) and not os.path.isfile(model):
+        raise DataError(f"TFLite file not found. {received('path', model)}")
+    with native_output():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        if isinstance(model, bytes | bytearray):
+            interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
+        else:
+            interpreter = Interpreter(model_path=model, num_threads=num_threads)
+        interpreter.allocate_tensors()
     return interpreter
 
 
@@ -41,7 +43,8 @@ class TFLiteRunner:
         except (ValueError, RuntimeError) as err:
             raise DataError(f"Not a valid TFLite model: {err}") from None
         try:  # XNNPACK prepares its nodes on the first invoke: a layout it refuses fails here, not later
-            self.interpreter.invoke()
+            with native_output():
+                self.interpreter.invoke()
         except RuntimeError as err:
             raise DataError(f"LiteRT cannot run this model: {' '.join(str(err).split())}") from None
         self.num_threads = num_threads

@@ -61,7 +61,7 @@ def _add_config_flags(p: argparse.ArgumentParser, command: str) -> None:
     """The flags `command` takes, with help, defaults and choices from the config's field metadata."""
     import dataclasses
 
-    from tfimgopt.pipeline.config import CHOICES
+    from tfimgopt.pipeline.config import CHEAP_CHOICES, CHOICES
 
     groups: dict[str, argparse._ArgumentGroup] = {}
     for key, field, annotation in _config_settings():
@@ -79,9 +79,12 @@ def _add_config_flags(p: argparse.ArgumentParser, command: str) -> None:
         else:
             extra["type"] = kind
             extra["metavar"] = flag.replace("-", "_").upper()
-        if field.metadata.get("choices"):
-            extra["choices"] = _Choices(CHOICES[field.metadata["choices"]])
+        lister = field.metadata.get("choices")
+        if lister in CHEAP_CHOICES:
+            extra["choices"] = _Choices(CHOICES[lister])
             help_text += "; one of: %(choices)s"
+        elif lister:  # its registry needs TensorFlow: checked (and listed) when a value is given
+            help_text += "; a wrong name lists the valid ones"
         group.add_argument(f"--{flag}", dest=f"config:{key}", default=None, help=help_text, **extra)
 
 
@@ -207,7 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tfimgopt",
         description="Train image classifiers faster and ship them smaller.",
     )
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up and the converter's logs, and Keras's line per epoch")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_parser = sub.add_parser
+
+    def with_shared(name, **kwargs):
+        return add_parser(name, parents=[shared], **kwargs)
+
+    sub.add_parser = with_shared
 
     p = sub.add_parser("run", help="the main job: train, distill, prune, quantize, export, evaluate, report")
     p.add_argument("config", nargs="?",
@@ -283,9 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # argparse printed the usage error (or --help): return its status
         return exit_.code if isinstance(exit_.code, int) else 2
+    from tfimgopt._quiet import set_quiet, start_tensorflow
     from tfimgopt.errors import TfimgoptError
 
+    set_quiet(not args.verbose)
     try:
+        if args.command != "doctor":  # the doctor checks the installation before TensorFlow loads
+            start_tensorflow()
         return args.fn(args)
     except TfimgoptError as err:
         print(f"tfimgopt {args.command}: error: {err}", file=sys.stderr)

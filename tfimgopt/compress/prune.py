@@ -83,6 +83,20 @@ def matches_layer(layer: keras.layers.Layer, rules: Iterable[str | type]) -> boo
     return False
 
 
+def _default_skips(candidates: list[keras.layers.Layer]) -> tuple[dict[str, str], float]:
+    """The default policy's dense layers (first convolution, classifier) and their share of the
+    prunable weights."""
+    skipped = {}
+    convs = [layer for layer in candidates if isinstance(layer, keras.layers.Conv2D)]
+    denses = [layer for layer in candidates if isinstance(layer, keras.layers.Dense)]
+    if convs:
+        skipped[convs[0].name] = "first convolution (default policy)"
+    if denses and denses[-1] is candidates[-1]:
+        skipped[denses[-1].name] = "classifier (default policy)"
+    sizes = {layer.name: _prunable_size(layer) for layer in candidates}
+    return skipped, sum(sizes[name] for name in skipped) / max(sum(sizes.values()), 1)
+
+
 def plan_pruning(
     model: keras.Model,
     skip: Sequence[str | type] | None = None,
@@ -103,18 +117,8 @@ def plan_pruning(
     candidates = _prunable_layers(model)
     skipped: dict[str, str] = {}
     if skip is None:
-        convs = [layer for layer in candidates if isinstance(layer, keras.layers.Conv2D)]
-        denses = [layer for layer in candidates if isinstance(layer, keras.layers.Dense)]
-        if convs:
-            skipped[convs[0].name] = "first convolution (default policy)"
-        if denses and denses[-1] is candidates[-1]:
-            skipped[denses[-1].name] = "classifier (default policy)"
-        sizes = {layer.name: _prunable_size(layer) for layer in candidates}
-        share = sum(sizes[name] for name in skipped) / max(sum(sizes.values()), 1)
-        if skipped and share >= DEFAULT_SKIP_SHARE:
-            logger.warning("pruning: the layers the default policy leaves dense (%s) hold %.0f%% of the prunable "
-                           "weights, so they are pruned too (pass skip=[...] to keep some dense)",
-                           ", ".join(skipped), 100 * share)
+        skipped, share = _default_skips(candidates)
+        if share >= DEFAULT_SKIP_SHARE:
             skipped = {}
     else:
         for layer in candidates:
@@ -215,6 +219,12 @@ def prune(
         )
     for name, reason in skipped.items():
         logger.info("pruning: leaving %s dense (%s)", name, reason)
+    if skip is None and not skipped:
+        policy, share = _default_skips(_prunable_layers(model))
+        if policy:
+            logger.warning("pruning: the layers the default policy leaves dense (%s) hold %.0f%% of the prunable "
+                           "weights, so they are pruned too (pass skip=[...] to keep some dense)",
+                           ", ".join(policy), 100 * share)
 
     if schedule == "polynomial":
         pruning_schedule = _SPARSITY.PolynomialDecay(

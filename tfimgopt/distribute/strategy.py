@@ -14,19 +14,13 @@ from typing import NamedTuple
 
 from tfimgopt._platform import TPU_ENV_VARS, tpu_hints
 from tfimgopt.compat import keras, tf
+from tfimgopt.distribute._names import PRECISIONS, STRATEGIES, list_strategies  # noqa: F401
 from tfimgopt.errors import ConfigError, StrategyError, received
 
 log = logging.getLogger("tfimgopt.distribute")
 
-STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "one_device", "default")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 LR_SCALING = (None, "linear", "sqrt")
 
-
-
-def list_strategies() -> tuple[str, ...]:
-    """Kinds accepted by `create_strategy`."""
-    return STRATEGIES
 
 
 def _say(message: str, verbose: bool) -> None:

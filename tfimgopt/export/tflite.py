@@ -13,6 +13,7 @@ import numpy as np
 
 from tfimgopt import _io
 from tfimgopt._litert import TFLiteRunner, run_isolated  # noqa: F401  (public here)
+from tfimgopt._quiet import native_output
 from tfimgopt.compat import keras, tf
 from tfimgopt.errors import ConfigError, DataError, received
 
@@ -148,7 +149,8 @@ def to_tflite_bytes(
         # The converter warns for QAT models whose input statistics it gets from the
         # representative data instead of a fake-quant node: expected, not a problem.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-        return converter.convert()
+        with native_output():  # the converter's own stderr lines ("fully_quantize: 0, ...")
+            return converter.convert()
 
 
 def _loads(blob: bytes) -> bool:

@@ -57,14 +57,17 @@ def _lister(module: str, name: str):
 
 
 #: Where the accepted values of a setting come from: the registries, read when needed
-#: (so `tfimgopt --help` does not import TensorFlow).
+#: (so `tfimgopt --help` does not import TensorFlow). The CLI lists (and checks) at parse time
+#: only those in `CHEAP_CHOICES`, which need no TensorFlow; config validation checks the others
+#: and names them on a wrong value.
 CHOICES = {
     "models": _lister("tfimgopt.models", "list_models"),
     "exporters": _lister("tfimgopt.export", "list_exporters"),
-    "strategies": _lister("tfimgopt.distribute", "list_strategies"),
+    "strategies": _lister("tfimgopt.distribute._names", "list_strategies"),
     "augmentations": _augmentation_names,
     "optimize_for": lambda: ["size", "latency", "accuracy"],
 }
+CHEAP_CHOICES = ("strategies", "optimize_for")
 
 
 @dataclasses.dataclass

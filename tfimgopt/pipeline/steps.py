@@ -9,13 +9,13 @@ from typing import Any
 from tfimgopt import _io
 from tfimgopt.errors import ConfigError, VerificationError, received
 from tfimgopt.pipeline.config import RunConfig
-from tfimgopt.pipeline.context import load_model, test_accuracy
+from tfimgopt.pipeline.context import test_accuracy
 from tfimgopt.pipeline.data import calibration_images, prepare_data
 from tfimgopt.pipeline.stages.distill import distil
 from tfimgopt.pipeline.stages.export import model_metadata, writes_metadata
 from tfimgopt.pipeline.verify import VERIFY_FILE, save_verification_data, verify_run
 
-__all__ = ["VERIFY_FILE", "VerificationError", "distill_step", "evaluate_step", "export_step", "prune_step",
+__all__ = ["VERIFY_FILE", "VerificationError", "adopt_file", "distill_step", "evaluate_step", "export_step", "prune_step",
            "quantize_step", "save_verification_data", "verify_run"]
 
 
@@ -30,13 +30,45 @@ def _work_dir(output: str) -> str:
     return os.path.splitext(output)[0] + ".work"
 
 
+def adopt_file(config: RunConfig, model_path: str, *, safe_mode: bool = True, distills: bool = False,
+               log=print) -> tuple[RunConfig, Any, Any]:
+    """A model file for a single step, as the run adopts one: Keras 3 converted, the image size
+    and channels taken from it, its classes checked against the data, its input range settled
+    (measured when `data.input_range` is auto).
+
+    Returns:
+        `(settled config, tf_keras model taking 0..255 pixels, prepared data)`.
+    """
+    import copy
+
+    from tfimgopt.pipeline.adopt import load_user_model, settle_choices, settle_shapes
+
+    user = load_user_model(model_path, safe_mode=safe_mode, what="model")
+    config = copy.deepcopy(settle_shapes(config, user))
+    config.train.model = model_path  # the step's baseline: augmentation `auto` then leaves your data as it was
+    config.distill.enabled = distills  # only `distill` picks a student; pruning your file prunes it harder
+    data = prepare_data(config)
+    config, user, _ = settle_choices(config, user, data, log)
+    return config, user.model, data
+
+
+def _save_as_given(path: str, model) -> None:
+    """Saves a step's Keras output as the user's model was: the run's input-range layer removed."""
+    from tfimgopt.pipeline.adopt import without_input_range
+
+    _io.write_with(path, without_input_range(model).save)
+
+
 def distill_step(config: RunConfig, teacher_path: str, output: str, *, safe_mode: bool = True) -> dict[str, Any]:
     """Distils the teacher file into `config.distill.student` and saves the student."""
     _check_output(output, (".keras",))
-    teacher = load_model(teacher_path, safe_mode=safe_mode)
-    data = prepare_data(config)
+    config, teacher, data = adopt_file(config, teacher_path, safe_mode=safe_mode, distills=True)
+    if not config.distill.enabled:
+        raise ConfigError("No zoo student has at most 1/8 of this teacher's parameters: name one with --student (a "
+                          "zoo model or a model file; distill.allow_larger_student=true if it is not smaller). "
+                          f"Received: teacher={teacher_path!r}")
     model, alpha, temperature, _ = distil(config, data, teacher, _work_dir(output))
-    _io.write_with(output, model.save)
+    _save_as_given(output, model)
     return {"path": output, "alpha": alpha, "temperature": temperature,
             "test_accuracy": test_accuracy(model, data.test), "params": int(model.count_params())}
 
@@ -45,8 +77,7 @@ def _apply(name: str, config: RunConfig, model_path: str, output: str, safe_mode
     from tfimgopt.compress import get_technique
 
     technique = get_technique(name)
-    model = load_model(model_path, safe_mode=safe_mode)
-    data = prepare_data(config)
+    config, model, data = adopt_file(config, model_path, safe_mode=safe_mode)
     result = technique.apply(model, data.train, data.val, technique.settings_from(config), work_dir=_work_dir(output))
     return result, data
 
@@ -61,7 +92,7 @@ def prune_step(config: RunConfig, model_path: str, output: str, *, safe_mode: bo
         raise ConfigError("Structured pruning needs a share of channels to remove: set --channel-ratio (e.g. 0.5). "
                           f"{received('compress.channel_ratio', config.compress.channel_ratio)}")
     result, data = _apply("channel_prune" if structured else "prune", config, model_path, output, safe_mode)
-    _io.write_with(output, result.model.save)
+    _save_as_given(output, result.model)
     accuracy = test_accuracy(result.model, data.test)
     if structured:
         keys = ("params_before", "params_after", "flops_before", "flops_after", "channels")
@@ -92,8 +123,7 @@ def export_step(config: RunConfig, model_path: str, output: str, mode: str, *, s
     exporter = get_exporter(mode)  # an unknown mode raises, naming the registered ones
     _check_output(output, (exporter.suffix,))
     writes_metadata(config)  # `--metadata on` without MediaPipe fails before loading anything
-    model = load_model(model_path, safe_mode=safe_mode)
-    data = prepare_data(config)
+    config, model, data = adopt_file(config, model_path, safe_mode=safe_mode)
     metadata = model_metadata(config, data, os.path.splitext(os.path.basename(output))[0])
     blob = exporter.export(model, output, calibration_images(data) if exporter.needs_calibration else None,
                            num_calibration=config.export.num_calibration, metadata=metadata)
@@ -105,14 +135,15 @@ def evaluate_step(config: RunConfig, model_path: str, *, safe_mode: bool = True)
     """Accuracy (and for .tflite: latency and size in LiteRT) of a model file on the test split."""
     from tfimgopt.export import evaluate_tflite
 
-    data = prepare_data(config)
     if str(model_path).endswith(".tflite"):
         if not os.path.isfile(model_path):
             raise ConfigError(f"TFLite file not found. {received('model', model_path)}")
         from tfimgopt._litert import run_isolated
 
+        data = prepare_data(config)
         # A corrupt file can crash LiteRT itself: try it in a child process first.
         run_isolated(model_path, next(iter(data.test))[0].numpy()[:2].astype("float32"))
         return evaluate_tflite(model_path, data.test, latency_runs=config.export.latency_runs)
-    model = load_model(model_path, safe_mode=safe_mode)
-    return {"accuracy": test_accuracy(model, data.test), "params": int(model.count_params())}
+    config, model, data = adopt_file(config, model_path, safe_mode=safe_mode)
+    return {"accuracy": test_accuracy(model, data.test), "params": int(model.count_params()),
+            "input_range": config.data.input_range, "image_size": config.data.image_size}

@@ -85,6 +85,46 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
             target.save(tmp)
 
 
+class StageProgress(keras.callbacks.Callback):
+    """One progress bar for a whole training run (epochs, loss, accuracy), redrawn in place on a
+    terminal, and one summary line when it ends: what the command line shows instead of
+    Keras's line per epoch."""
+
+    WIDTH = 20
+
+    def __init__(self, stream=None):
+        super().__init__()
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.began = 0.0
+        self.logs: dict[str, float] = {}
+        self.done = 0
+
+    def _line(self) -> str:
+        import time
+
+        total = max(int(self.params.get("epochs") or 1), 1)
+        filled = round(self.WIDTH * self.done / total)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in self.logs.items() if k in ("loss", "accuracy", "val_accuracy"))
+        return (f"   [{'#' * filled}{'.' * (self.WIDTH - filled)}] epoch {self.done}/{total}"
+                + (f", {shown}" if shown else "") + f" [{time.monotonic() - self.began:.0f}s]")
+
+    def on_train_begin(self, logs=None):
+        import time
+
+        self.began = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.done, self.logs = epoch + 1, dict(logs or {})
+        if self.tty:
+            self.stream.write("\r" + self._line())
+            self.stream.flush()
+
+    def on_train_end(self, logs=None):
+        self.stream.write(("\r" if self.tty else "") + self._line() + "\n")
+        self.stream.flush()
+
+
 def train(
     model: ModelOrBuilder,
     train_ds: tf.data.Dataset,
@@ -185,7 +225,13 @@ def train(
         ]
     all_callbacks += list(callbacks)
     if verbose == "auto":  # one line per epoch in logs and notebooks' captured output, bars on a terminal
-        verbose = 1 if sys.stdout.isatty() else 2
+        from tfimgopt._quiet import is_quiet
+
+        if is_quiet():  # the command line: one bar for the whole run
+            verbose = 0
+            all_callbacks.append(StageProgress())
+        else:
+            verbose = 1 if sys.stdout.isatty() else 2
     return model.fit(
         train_ds,
         validation_data=val_ds,
