@@ -316,7 +316,9 @@ CLI_CASES = [
     (["evaluate", "nothing.tflite"], "nothing.tflite"),
     (["export", "m.keras", "-o", "out.tflite", "--mode", "int2"], "invalid choice: 'int2' (choose from 'dynamic'"),
     (["run", "--model", "mobilenet"],
-     "invalid choice: 'mobilenet' (choose from 'compact_cnn', 'efficientnet_b0', 'mobilenet_v2'"),
+     "a zoo model (compact_cnn, efficientnet_b0, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small, resnet50, "
+     "small_cnn, tiny_cnn) or your model file (.keras) (did you mean: mobilenet_v2"),
+    (["run", "--model", "mine.keras"], "an existing model file"),
     (["export", "m.keras", "-o", "out.tflite"], "m.keras"),
     (["augment-preview", "--policy", "[{op: random_hue, factor: 2}]"], "factor=2"),
     (["verify", "/no/run"], "No report.json"),

@@ -193,7 +193,8 @@ def test_technique_reads_real_settings_and_returns_a_compressed_model(name, smal
     from tfimgopt.data import build_pipeline, load_dataset
 
     technique = get_technique(name)
-    config = load_config(overrides=["compress.epochs=1", "compress.qat_epochs=1", "compress.clusters=8"])
+    config = load_config(overrides=["compress.epochs=1", "compress.qat_epochs=1", "compress.clusters=8",
+                                    "compress.target_sparsity=0.5"])
     settings = technique.settings_from(config)  # every key names a real config setting
     assert set(settings) == {key.split(".")[-1] for key in technique.settings}
     model, _, _ = small_model_and_data

@@ -9,6 +9,7 @@ file and shown only when the block raises, so an error's explanation is never lo
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -28,12 +29,26 @@ def is_quiet() -> bool:
 
 
 @contextlib.contextmanager
+def quiet(on: bool = True) -> Iterator[None]:
+    """`set_quiet(on)` for the block, then back to what it was."""
+    before = _quiet
+    set_quiet(on)
+    try:
+        yield
+    finally:
+        set_quiet(before)
+
+
+@contextlib.contextmanager
 def native_output() -> Iterator[None]:
     """Within the block, stderr output of native code is held back (when quiet is on); it is
     written out after all if the block raises."""
     if not _quiet:
         yield
         return
+    tf_logger = logging.getLogger("tensorflow")  # "INFO:tensorflow:Assets written to: ..." while converting
+    level = tf_logger.level
+    tf_logger.setLevel(max(level, logging.ERROR))
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as held:
@@ -47,6 +62,7 @@ def native_output() -> Iterator[None]:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            tf_logger.setLevel(level)
             if failed:
                 held.seek(0)
                 sys.stderr.write(held.read().decode("utf-8", "replace"))

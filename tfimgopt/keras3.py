@@ -10,6 +10,7 @@ import inspect
 import logging
 import os
 import tempfile
+import warnings
 from typing import Any
 
 import numpy as np
@@ -254,7 +255,8 @@ def to_keras3(model: keras.Model, *, check: bool = True) -> Any:
             f"or convert the model before quantize_aware. Received: model={model.name!r}")
     if any(hasattr(layer, "pruning_vars") for layer in model.layers):
         raise ConfigError(f"Strip the pruning wrappers first (tfimgopt.compress.strip). Received: model={model.name!r}")
-    with tempfile.TemporaryDirectory(prefix="tfimgopt-to-keras3-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tfimgopt-to-keras3-") as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*HDF5 file.*")  # our own hand-over file, not the user's
         path = os.path.join(tmp, "model.h5")
         model.save(path)
         try:
@@ -262,6 +264,10 @@ def to_keras3(model: keras.Model, *, check: bool = True) -> Any:
         except (ValueError, TypeError, KeyError) as err:
             raise ConfigError(f"to_keras3: Keras 3 cannot rebuild this model ({err}). Received: model={model.name!r}"
                               ) from None
+    if len(converted.inputs) == 1 and len(converted.outputs) == 1:
+        # A single input, not a list of one: Keras 3 warns on every call of a model whose
+        # input structure (a list, as the HDF5 config stores it) differs from the tensor passed.
+        converted = keras3.Model(converted.inputs[0], converted.outputs[0], name=converted.name)
     if check:
         _check_equal(model, converted, _random_input(model), "to_keras3")
     return converted

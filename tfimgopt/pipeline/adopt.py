@@ -60,11 +60,15 @@ class UserModel:
             dropped, since the run works on logits).
         source: The file it was loaded from.
         keras3: Whether it came from Keras 3 (the selected variant then goes back as Keras 3).
+        softmax: Whether its output was a softmax (dropped here; put back on models handed back).
+        input_shape: Its input shape without the batch (models handed back take it again).
     """
 
     model: keras.Model
     source: str
     keras3: bool
+    softmax: bool = False
+    input_shape: tuple = ()
 
     @property
     def label(self) -> str:
@@ -78,7 +82,7 @@ def load_user_model(path: str, *, safe_mode: bool = True, what: str = "train.mod
         ConfigError: an unreadable or unsafe file, a subclassed model (TFMOT needs its graph),
             or a model whose input is not one image tensor.
     """
-    from tfimgopt.keras3 import as_logits
+    from tfimgopt.keras3 import as_logits, softmax_layer
     from tfimgopt.models import is_graph_model
     from tfimgopt.pipeline.context import load_model, saved_by_keras3
 
@@ -93,7 +97,9 @@ def load_user_model(path: str, *, safe_mode: bool = True, what: str = "train.mod
         shapes = [tuple(t.shape) for t in model.inputs]
         raise ConfigError(f"{what}: the run takes image classifiers with one (batch, height, width[, channels]) "
                           f"input. Received: {what}={path!r} with inputs {shapes}")
-    return UserModel(as_image_model(as_logits(model, what)), path, keras3)
+    softmax = softmax_layer(model) is not None
+    shape = tuple(model.inputs[0].shape[1:])
+    return UserModel(as_image_model(as_logits(model, what)), path, keras3, softmax, shape)
 
 
 def save_input_model(out: str, model: Any) -> tuple[str, bool]:
@@ -253,6 +259,30 @@ def with_input_range(model: keras.Model, input_range: str) -> keras.Model:
     return _front(model, [rescale], (), tuple(model.inputs[0].shape[1:]))
 
 
+def with_softmax(model: keras.Model) -> keras.Model:
+    """`model` with a softmax on its logits (what a user whose model ended in one gets back)."""
+    return keras.Model(model.input, keras.layers.Softmax(name="softmax")(model.output), name=model.name)
+
+
+def as_given(model: keras.Model, input_range: str, input_shape: tuple) -> keras.Model:
+    """A model of the run (taking 0..255 images of the data's shape) made to take what the user's
+    model took: `input_shape` (channel-less, maybe) in `input_range`. The layers the run put in
+    front of the user's model are removed; a model the run built (a zoo student) gets the inverse
+    in front instead: a Rescaling from the user's range to 0..255, a Reshape adding the channel."""
+    names = [layer.name for layer in model.layers]
+    if RANGE_LAYER in names or CHANNEL_LAYER in names or input_range == "0-255" and len(input_shape) == 3:
+        return without_input_range(model)
+    scale, offset = RANGES[input_range]
+    add = []
+    if len(input_shape) == 2:
+        add.append({"class_name": "Reshape", "config": {"name": CHANNEL_LAYER, "trainable": False, "dtype": "float32",
+                                                        "target_shape": [*input_shape, 1]}})
+    if input_range != "0-255":
+        add.append({"class_name": "Rescaling", "config": {"name": RANGE_LAYER, "trainable": False, "dtype": "float32",
+                                                          "scale": 1.0 / scale, "offset": -offset / scale}})
+    return _front(model, add, (), tuple(input_shape))
+
+
 def without_input_range(model: keras.Model) -> keras.Model:
     """The inverse of `with_input_range` and `as_image_model`: the model as the user gave it, without
     the layers the run put in front (what goes back to a user who trained on [0, 1], or on
@@ -378,7 +408,7 @@ def settle_choices(config: RunConfig, user: UserModel | None, data, log: Callabl
 
 
 __all__ = [
-    "CHANNEL_LAYER", "RANGES", "RANGE_LAYER", "as_image_model", "UserModel", "choose_input_range", "data_digest", "load_user_model",
-    "measure_input_ranges", "model_digest", "pick_student", "save_input_model", "settle_choices", "settle_shapes",
-    "with_input_range", "without_input_range",
+    "CHANNEL_LAYER", "RANGES", "RANGE_LAYER", "UserModel", "as_given", "as_image_model", "choose_input_range", "data_digest",
+    "load_user_model", "measure_input_ranges", "model_digest", "pick_student", "save_input_model", "settle_choices",
+    "settle_shapes", "settle_sparsity", "with_input_range", "with_softmax", "without_input_range",
 ]

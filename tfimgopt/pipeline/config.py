@@ -112,8 +112,10 @@ class DataConfig:
             _check(kind is not None and kind.name not in IN_MEMORY_SOURCES, "data.source", self.source,
                    "'digits', 'tfds:<name>', an existing folder of class subfolders or an existing .npz file "
                    "(arrays and tf.data.Dataset objects go to tfimgopt.optimize(model, data))")
-        _check(self.image_size is None or self.image_size >= 8, "data.image_size", self.image_size,
-               "an int >= 8, or null (your model's input size, else 32)")
+        from tfimgopt.data.sources import MAX_IMAGE_SIZE
+
+        _check(self.image_size is None or 8 <= self.image_size <= MAX_IMAGE_SIZE, "data.image_size", self.image_size,
+               f"an int in [8, {MAX_IMAGE_SIZE}], or null (your model's input size, else 32)")
         _check(self.input_range in INPUT_RANGES, "data.input_range", self.input_range, f"one of {INPUT_RANGES}")
         _check(self.channels in (None, 1, 3), "data.channels", self.channels, "1, 3 or null")
         _check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an int >= 1")

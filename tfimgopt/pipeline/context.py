@@ -91,7 +91,7 @@ def _load_keras3(path: str, safe_mode: bool) -> keras.Model:
     return as_tf_keras(model, f"loading {os.path.basename(path)}")
 
 
-def load_model(path: str, *, safe_mode: bool = True) -> keras.Model:
+def load_model(path: str, *, safe_mode: bool = True, compile: bool = True) -> keras.Model:  # noqa: A002
     """Loads a model file (safe mode by default: nothing stored in the file runs).
 
     In safe mode only `.keras` archives are accepted, and Keras refuses Lambda layers and
@@ -104,6 +104,7 @@ def load_model(path: str, *, safe_mode: bool = True) -> keras.Model:
     Args:
         path: A `.keras` file (or, with `safe_mode=False`, an `.h5` file or SavedModel folder).
         safe_mode: Keep True for files from elsewhere; False runs code stored in the file.
+        compile: Restore the training configuration (False: a model for inference only).
 
     Raises:
         ConfigError: for a missing or unreadable file, or one that needs unsafe loading.
@@ -125,8 +126,8 @@ def load_model(path: str, *, safe_mode: bool = True) -> keras.Model:
         _check_archive(path)
         if saved_by_keras3(path):
             return _load_keras3(path, safe_mode)
-    return _loaded_or_refused(lambda: keras.models.load_model(path, safe_mode=bool(safe_mode)), path,
-                              "Keras model file")
+    return _loaded_or_refused(lambda: keras.models.load_model(path, safe_mode=bool(safe_mode), compile=compile),
+                              path, "Keras model file")
 
 
 def build_model(name: str, info, options: dict | None, key: str) -> keras.Model:

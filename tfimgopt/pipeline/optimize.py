@@ -101,15 +101,17 @@ class RunReport:
 
     def model(self, variant: str | None = None, *, keras3: bool | None = None) -> Any:
         """The Keras model a variant was exported from (default: the selected one), loaded from
-        the run folder, taking the pixels your model took (the run's input-range layer removed),
-        as a Keras 3 model when yours came in as Keras 3 (or `keras3=True`), else tf_keras.
+        the run folder, taking what your model took (its input shape and pixel range: the
+        run's input-range layer removed, or its inverse put in front of a student the run
+        built) and ending as yours did (a softmax put back), as a Keras 3 model when yours came in as
+        Keras 3 (or `keras3=True`), else tf_keras.
 
         Raises:
             ConfigError: no selection, or a quantization-aware variant (its deployable artifact
                 is the int8 TFLite file; Keras 3 has no TFMOT fake-quant layers).
         """
         from tfimgopt.keras3 import to_keras3
-        from tfimgopt.pipeline.adopt import without_input_range
+        from tfimgopt.pipeline.adopt import as_given, with_softmax
         from tfimgopt.pipeline.context import load_model
 
         chosen = self.variant(variant) if variant is not None else self.selected
@@ -122,7 +124,12 @@ class RunReport:
                 f"{chosen.name} is a quantization-aware export: its deployable artifact is {chosen.path} (Keras 3 has "
                 "no TFMOT fake-quant layers). The float model it was fine-tuned from is "
                 f"report.model({self._float_source(chosen)!r}). Received: variant={chosen.name!r}")
-        model = without_input_range(load_model(path))
+        yours = self.raw.get("your_model")
+        model = load_model(path, compile=False)
+        if yours:
+            model = as_given(model, yours["input_range"], tuple(yours["input_shape"]))
+        if yours and yours.get("softmax"):
+            model = with_softmax(model)
         return to_keras3(model) if (self.keras3 if keras3 is None else keras3) else model
 
     def _float_source(self, chosen: VariantResult) -> str:
@@ -148,7 +155,8 @@ def _table(rows: list[VariantResult]) -> str:
 
 
 def optimize(model: Any, data: Any = "digits", *, test_data: Any = None, out_dir: str = "runs/optimize",
-             config: Any = None, log: Callable[[str], None] = print, **settings: Any) -> RunReport:
+             config: Any = None, log: Callable[[str], None] = print, verbose: bool = False,
+             **settings: Any) -> RunReport:
     """Runs the whole job on your trained model and your data: distillation (a student picked
     for your model), pruning, quantization, TFLite files verified in LiteRT, a selection under
     the accuracy budget, plots and a report; resumable (call it again with the same `out_dir`).
@@ -165,6 +173,8 @@ def optimize(model: Any, data: Any = "digits", *, test_data: Any = None, out_dir
         out_dir: The run folder.
         config: A `RunConfig` (or a config file path) to start from; `settings` override it.
         log: Where progress lines go.
+        verbose: Show the converter's and LiteRT's own logs and Keras's line per epoch (else one
+            progress bar per training stage, as the command line shows).
         **settings: Config values by dotted key with `__` for the dot, or plain for the common
             ones: `epochs=0`, `max_accuracy_drop=1.0`, `optimize_for="size"`, `input_range="0-1"`,
             `image_size=...`, `data__batch_size=32`, `compress__target_sparsity=0.8`,
@@ -213,7 +223,10 @@ def optimize(model: Any, data: Any = "digits", *, test_data: Any = None, out_dir
     else:
         values.setdefault("data", {})["source"] = "arrays"
     cfg = RunConfig.from_dict(values, in_memory_data=source is not None)
-    report = run(cfg, log, model=model_obj, data=source)
+    from tfimgopt._quiet import quiet
+
+    with quiet(not verbose):
+        report = run(cfg, log, model=model_obj, data=source)
     return RunReport.from_run(report, report.get("table"))
 
 

@@ -244,7 +244,8 @@ def _report(ctx: RunContext, records: _Records, by_key: dict[str, dict[str, Any]
             if entry.get("metadata"):
                 with_metadata.append(name)
     report = {
-        **({"your_model": {"source": ctx.user.source, "keras3": ctx.user.keras3,
+        **({"your_model": {"source": ctx.user.source, "keras3": ctx.user.keras3, "softmax": ctx.user.softmax,
+                           "input_shape": list(ctx.user.input_shape),
                            "test_accuracy": by_key["baseline"]["test_accuracy"],
                            "input_range": config.data.input_range}} if ctx.user is not None else {}),
         "settled": ctx.notes,

@@ -15,8 +15,8 @@ from tfimgopt.pipeline.stages.distill import distil
 from tfimgopt.pipeline.stages.export import model_metadata, writes_metadata
 from tfimgopt.pipeline.verify import VERIFY_FILE, save_verification_data, verify_run
 
-__all__ = ["VERIFY_FILE", "VerificationError", "adopt_file", "distill_step", "evaluate_step", "export_step", "prune_step",
-           "quantize_step", "save_verification_data", "verify_run"]
+__all__ = ["VERIFY_FILE", "VerificationError", "adopt_file", "distill_step", "evaluate_step", "export_step",
+           "prune_step", "quantize_step", "save_verification_data", "verify_run"]
 
 
 def _check_output(path: str, suffixes: tuple[str, ...]) -> str:
