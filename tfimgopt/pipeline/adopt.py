@@ -408,7 +408,7 @@ def settle_choices(config: RunConfig, user: UserModel | None, data, log: Callabl
 
 
 __all__ = [
-    "CHANNEL_LAYER", "RANGES", "RANGE_LAYER", "UserModel", "as_given", "as_image_model", "choose_input_range", "data_digest",
-    "load_user_model", "measure_input_ranges", "model_digest", "pick_student", "save_input_model", "settle_choices",
-    "settle_shapes", "settle_sparsity", "with_input_range", "with_softmax", "without_input_range",
+    "CHANNEL_LAYER", "RANGES", "RANGE_LAYER", "UserModel", "as_given", "as_image_model", "choose_input_range",
+    "data_digest", "load_user_model", "measure_input_ranges", "model_digest", "pick_student", "save_input_model",
+    "settle_choices", "settle_shapes", "settle_sparsity", "with_input_range", "with_softmax", "without_input_range",
 ]
