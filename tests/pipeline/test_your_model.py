@@ -83,7 +83,7 @@ def test_cli_runs_the_main_job_on_your_model_file_and_npz(kind, user_files, tmp_
     assert report["selection"]["variant"] and (out / report["selection"]["path"]).is_file()
     assert {"baseline_float32", "pruned_float32", "pruned_int8"} <= {row["variant"] for row in report["variants"]}
     assert report["pruned"]["sparsity"] == pytest.approx(0.8, abs=0.01)  # your model: TFMOT's tutorial sparsity
-    assert report["pruned"]["dense_layers"] == {}  # the small model prunes every layer by default
+    assert report["pruned"]["pruned_layers"] == ["dense"]  # the classifier holds the weights: pruned by default
     md = (out / "report.md").read_text()
     assert md.index("**Your model**") < md.index("## Training") and "input range 0-1" in md
     assert f"{100 * accuracy:.2f}%" in md
@@ -266,9 +266,12 @@ def test_default_policy_prunes_every_layer_of_a_small_model(caplog):
     from tfimgopt.compress import plan_pruning
     from tfimgopt.models import create_model
 
-    small = _tutorial_model(keras, (28, 28, 1))
+    small = _tutorial_model(keras, (28, 28, 1))  # the classifier holds 99.5% of the weights: pruned too
     pruned, dense = plan_pruning(small)
-    assert pruned == [layer.name for layer in small.layers if layer.weights] and dense == {}
+    conv, classifier = [layer.name for layer in small.layers if layer.weights]
+    assert pruned == [classifier] and dense == {conv: "first convolution (default policy)"}
+    tiny = create_model("tiny_cnn", (8, 8, 1), 10, filters=2)  # classifier 83%, first conv 17%
+    assert plan_pruning(tiny) == (["classifier"], {"conv1": "first convolution (default policy)"})
     big = create_model("small_cnn", (32, 32, 1), 10)  # first conv + classifier: 3% of its weights
     pruned, dense = plan_pruning(big)
     assert set(dense) == {"conv1", "classifier"} and "conv2" in pruned

@@ -83,9 +83,8 @@ def matches_layer(layer: keras.layers.Layer, rules: Iterable[str | type]) -> boo
     return False
 
 
-def _default_skips(candidates: list[keras.layers.Layer]) -> tuple[dict[str, str], float]:
-    """The default policy's dense layers (first convolution, classifier) and their share of the
-    prunable weights."""
+def _default_skips(candidates: list[keras.layers.Layer]) -> dict[str, str]:
+    """The layers the default policy would like dense: the first convolution and the classifier."""
     skipped = {}
     convs = [layer for layer in candidates if isinstance(layer, keras.layers.Conv2D)]
     denses = [layer for layer in candidates if isinstance(layer, keras.layers.Dense)]
@@ -93,8 +92,20 @@ def _default_skips(candidates: list[keras.layers.Layer]) -> tuple[dict[str, str]
         skipped[convs[0].name] = "first convolution (default policy)"
     if denses and denses[-1] is candidates[-1]:
         skipped[denses[-1].name] = "classifier (default policy)"
+    return skipped
+
+
+def _default_plan(candidates: list[keras.layers.Layer]) -> dict[str, str]:
+    """The default policy's dense layers, less the largest of them while they hold at least
+    `DEFAULT_SKIP_SHARE` of the prunable weights: in a small model (TFMOT's tutorial CNN, a
+    distilled student) the classifier holds most weights, so it is pruned, while a first
+    convolution of a hundred weights stays dense (pruning it saves nothing and kills filters)."""
+    skipped = _default_skips(candidates)
     sizes = {layer.name: _prunable_size(layer) for layer in candidates}
-    return skipped, sum(sizes[name] for name in skipped) / max(sum(sizes.values()), 1)
+    total = max(sum(sizes.values()), 1)
+    while skipped and sum(sizes[name] for name in skipped) / total >= DEFAULT_SKIP_SHARE:
+        del skipped[max(skipped, key=sizes.__getitem__)]
+    return skipped
 
 
 def plan_pruning(
@@ -108,7 +119,8 @@ def plan_pruning(
     it) and the final classifier (small, and errors there hit accuracy directly) are
     left dense, unless they hold at least `DEFAULT_SKIP_SHARE` of the prunable weights (a
     small model such as TFMOT's tutorial CNN, where skipping them would leave little or
-    nothing to prune): then every layer is pruned, and a log line says which and why.
+    nothing to prune): then the largest of them are pruned too, until the dense ones hold
+    less, and a log line says which and why.
     Pass `skip` (layer names or types, `()` for none) to choose yourself.
 
     Returns:
@@ -117,9 +129,7 @@ def plan_pruning(
     candidates = _prunable_layers(model)
     skipped: dict[str, str] = {}
     if skip is None:
-        skipped, share = _default_skips(candidates)
-        if share >= DEFAULT_SKIP_SHARE:
-            skipped = {}
+        skipped = _default_plan(candidates)
     else:
         for layer in candidates:
             if matches_layer(layer, skip):
@@ -219,12 +229,15 @@ def prune(
         )
     for name, reason in skipped.items():
         logger.info("pruning: leaving %s dense (%s)", name, reason)
-    if skip is None and not skipped:
-        policy, share = _default_skips(_prunable_layers(model))
-        if policy:
-            logger.warning("pruning: the layers the default policy leaves dense (%s) hold %.0f%% of the prunable "
-                           "weights, so they are pruned too (pass skip=[...] to keep some dense)",
-                           ", ".join(policy), 100 * share)
+    if skip is None:
+        candidates = _prunable_layers(model)
+        pruned_too = [name for name in _default_skips(candidates) if name not in skipped]
+        if pruned_too:
+            sizes = {layer.name: _prunable_size(layer) for layer in candidates}
+            share = sum(sizes[name] for name in pruned_too) / max(sum(sizes.values()), 1)
+            logger.warning("pruning: %s, which the default policy leaves dense, hold(s) %.0f%% of the prunable "
+                           "weights, so it is pruned too (pass skip=[...] to choose yourself)",
+                           ", ".join(pruned_too), 100 * share)
 
     if schedule == "polynomial":
         pruning_schedule = _SPARSITY.PolynomialDecay(
