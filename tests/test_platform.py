@@ -44,7 +44,28 @@ def test_libtpu_too_new_is_fatal_only_where_a_tpu_would_load_it():
 def test_protobuf_older_than_tfds_metadata_gencode_is_named_with_the_fix():
     (finding,) = problems(protobuf="5.29.6", gencode="6.31.1")
     assert "protobuf 5.29.6 is older than the 6.31.1" in finding.problem
-    assert "tensorflow_datasets" in finding.problem and finding.fix == "pip install 'protobuf>=6.31.1'"
+    assert "tensorflow_datasets" in finding.problem and "pip install 'tensorflow-metadata<1.18'" in finding.fix
+    assert "protobuf>=" not in finding.fix  # Colab's Google clients pin protobuf < 6: never upgrade it
+
+
+def test_several_opencv_distributions_are_named():
+    (finding,) = problems(opencv_python="5.0.0.93", opencv_python_headless="5.0.0.93",
+                          opencv_contrib_python="4.14.0.94")
+    assert "3 OpenCV distributions are installed (opencv-python 5.0.0.93, opencv-python-headless 5.0.0.93, " \
+           "opencv-contrib-python 4.14.0.94)" in finding.problem
+    assert finding.fix.startswith("keep one: pip uninstall -y opencv-python-headless opencv-contrib-python")
+    assert problems(opencv_python_headless="4.10.0.84") == []
+
+
+def test_pip_check_conflicts_involving_our_dependencies_are_picked(monkeypatch):
+    import subprocess
+
+    from tfimgopt import _platform
+
+    out = ("grpcio-status 1.71.2 has requirement protobuf<6.0dev,>=5.26.1, but you have protobuf 7.36.2.\n"
+           "somepkg 1.0 requires otherpkg, which is not installed.\n")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, stdout=out, stderr=""))
+    assert _platform.pip_conflicts(("protobuf", "tensorflow")) == [out.splitlines()[0]]
 
 
 def test_mismatched_tf_keras_python_and_keras3_env_are_named():

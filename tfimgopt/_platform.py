@@ -29,8 +29,12 @@ REPORTED = (
     "libtpu",
     "ai-edge-litert",
     "numpy",
-    "mediapipe",  # TFLite metadata writers (tfimgopt.export.metadata.INSTALL)
+    "mediapipe",  # reads our TFLite metadata (ImageClassifier); not needed to write it
 )
+
+# OpenCV's wheels: each installs the same `cv2` package, so with two or more the last one
+# installed silently wins (Colab ships three of them).
+OPENCV = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
 
 SUPPORTED_PYTHON = ((3, 11), (3, 13))
 SUPPORTED_TF = ("2.20", "2.21")
@@ -194,9 +198,42 @@ def find_problems(
             f"protobuf {protobuf} is older than the {gencode} that tensorflow-metadata "
             f"{versions.get('tensorflow-metadata')} was generated with: `import tensorflow_datasets` fails "
             "(gencode/runtime VersionError).",
-            f"pip install 'protobuf>={gencode}'",
+            # Not a newer protobuf: Colab's Google clients pin protobuf < 6. Metadata 1.17 is
+            # generated with 4.25 gencode and runs on protobuf 5 and 6/7.
+            "pip install 'tensorflow-metadata<1.18' (generated for older protobuf; leaves protobuf, which other "
+            "packages pin, as it is)",
+        ))
+    opencv = [f"{name} {versions[name]}" for name in OPENCV if versions.get(name)]
+    if len(opencv) > 1:
+        found.append(Finding(
+            f"{len(opencv)} OpenCV distributions are installed ({', '.join(opencv)}): each installs the same cv2 "
+            "package, so the one installed last silently overwrote the others' files.",
+            "keep one: pip uninstall -y " + " ".join(n.split()[0] for n in opencv[1:])
+            + f" && pip install --force-reinstall {opencv[0].replace(' ', '==')}",
         ))
     return found
+
+
+def pip_conflicts(names: tuple[str, ...], timeout: float = 120.0) -> list[str]:
+    """The lines of `pip check` that involve one of `names` (either side of the conflict)."""
+    import subprocess
+
+    try:
+        done = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    ours = {_canonical(n) for n in names}
+    lines = []
+    for line in done.stdout.splitlines():
+        words = {_canonical(w.strip(",.")) for w in re.split(r"[\s,<>=!~]+", line) if w}
+        if words & ours:
+            lines.append(line.strip())
+    return lines
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 # Variables `prepare_environment` set only for TensorFlow's own start-up; `restore_environment`

@@ -12,8 +12,22 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tfimgopt._platform import REPORTED, Finding, find_problems, installed_versions, tpu_hints
+from tfimgopt._platform import (
+    OPENCV,
+    REPORTED,
+    Finding,
+    find_problems,
+    installed_versions,
+    pip_conflicts,
+    tpu_hints,
+)
 from tfimgopt.errors import TfimgoptError
+
+
+#: The distributions whose `pip check` conflicts the doctor reports: tfimgopt's requirements
+#: (setup.cfg) and the reported stack, less MediaPipe (an optional reader, not ours to install).
+DEPENDENCIES = tuple(n for n in REPORTED if n != "mediapipe") + (
+    "tfimgopt", "scikit-learn", "matplotlib", "pillow", "pyyaml")
 
 
 @dataclass
@@ -69,12 +83,20 @@ def diagnose() -> Diagnosis:
         python=f"{platform.python_version()} ({sys.executable})",
         versions=versions,
         tpu_hints=hints,
-        problems=find_problems(versions, tpu_visible=bool(hints)),
+        problems=find_problems({**versions, **installed_versions(OPENCV)}, tpu_visible=bool(hints)),
     )
+    conflicts = pip_conflicts(DEPENDENCIES)
+    if conflicts:
+        result.problems.append(Finding(
+            f"pip check reports {len(conflicts)} conflict(s) involving tfimgopt's dependencies: "
+            + "; ".join(conflicts), "install what each line asks for, or see the README's \"Where it runs\"."))
     if any(p.fatal for p in result.problems):
         result.notes.append("TensorFlow was not imported: with these packages the import would abort or wait.")
         return result
     try:
+        from tfimgopt._quiet import start_tensorflow
+
+        start_tensorflow()  # TensorFlow's start-up lines held back on the command line (shown with --verbose)
         from tfimgopt.compat import tf
         from tfimgopt.distribute import choose_precision, create_strategy, strategy_kind
     except TfimgoptError as err:  # Keras 3 bound first, or an install compat refuses: its message has the fix

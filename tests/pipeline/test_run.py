@@ -43,18 +43,14 @@ def test_every_artifact_exists(finished_run):
     assert all(v["passed"] for v in report["verification"].values())
 
 
-def test_files_carry_metadata_when_the_extra_is_installed(finished_run):
+def test_every_file_carries_metadata_by_default(finished_run):
     from tfimgopt.export import metadata
 
     out, report = finished_run
-    expected = metadata.available()  # export.metadata is "auto" by default
-    for row in report["variants"]:
-        assert metadata.has_metadata(str(out / row["path"])) == expected, row["variant"]
-    assert sorted(report["tflite_metadata"]) == (sorted(report["verification"]) if expected else [])
+    for row in report["variants"]:  # export.metadata is "auto" by default: no extra package needed
+        assert metadata.has_metadata(str(out / row["path"])), row["variant"]
+    assert sorted(report["tflite_metadata"]) == sorted(report["verification"])
     md = (out / "report.md").read_text()
-    if not expected:
-        assert 'pip install --no-deps "mediapipe>=0.10.30,<2"' in md
-        return
     got = metadata.read_metadata(str(out / report["selection"]["path"]))
     assert got["labels"] == [str(d) for d in range(10)] and got["color_space"] == "GRAYSCALE"
     assert got["name"] == f"{report['selection']['variant']} (digits)" and got["version"] == "1"

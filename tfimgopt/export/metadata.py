@@ -2,39 +2,36 @@
 normalization, model name and version, as MediaPipe Tasks' `ImageClassifier` and the TFLite
 Task Library read them.
 
-Written and read with MediaPipe's metadata writers, the maintained successor of
-tflite-support's (which has no wheels past Python 3.11). Install them with `INSTALL`:
-MediaPipe declares absl-py~=2.3 and TFMOT 0.8.1 absl-py~=1.2, so pip cannot resolve them
-together, while the writers and MediaPipe's ImageClassifier need neither absl 2 nor
-MediaPipe's own OpenCV wheel (any cv2 will do; it is imported when MediaPipe loads).
-MediaPipe's wheels since 0.10.30 ship those writers without the compiled helper that stamps
-the minimum metadata parser version into the file (`mediapipe.tasks.cc.metadata.python.
-_pywrap_metadata_version`), so importing them fails. `_parser_version` below computes the
-same value from the same rules (MediaPipe's `metadata_version.cc`) and stands in for the
-helper only where it is missing.
+Written and read here with `flatbuffers` alone (a TensorFlow dependency) and the TFLite
+metadata schema (`tfimgopt.export._metadata_schema`, generated code vendored from MediaPipe):
+the metadata table goes into a `TFLITE_METADATA` buffer of the model's flatbuffer, and the label
+file is appended as a zip archive (stored, fixed timestamps: the same input gives the same
+bytes), exactly the layout MediaPipe's and tflite-support's populators write. MediaPipe is not
+needed: its wheels declare pins pip cannot resolve beside TFMOT (absl-py~=2.3 against ~=1.2)
+and bring their own OpenCV. The minimum parser version is computed by `_parser_version`, from
+the rules of MediaPipe's `metadata_version.cc`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
+import io
+import json
 import os
-import sys
-import types
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
 from tfimgopt import _io
-from tfimgopt.errors import ConfigError, EnvironmentProblem, received
+from tfimgopt.errors import ConfigError, received
 
 # The file name of the label list packed into the model (what Model Maker writes).
 LABELS_FILE = "labels.txt"
-# The identifier TFLite gives the metadata buffer inside a model.
+# The identifier TFLite gives the metadata buffer inside a model, and the metadata's file identifier.
 METADATA_NAME = "TFLITE_METADATA"
-_HELPER = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
-# MediaPipe imports OpenCV when it loads (any cv2 wheel; the headless one needs no display libraries).
-INSTALL = 'pip install opencv-python-headless && pip install --no-deps "mediapipe>=0.10.30,<2"'
+METADATA_IDENTIFIER = b"M001"
+# Characters that end a line for str.splitlines(), so for every label-file reader: refused in labels.
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +63,11 @@ class ModelMetadata:
 
     def __post_init__(self):
         labels = tuple(str(label) for label in self.labels)
-        if not labels or any(not label.strip() or "\n" in label for label in labels):
-            raise ConfigError("labels must be one non-empty, single-line name per class. "
-                              f"{received('labels', self.labels)}")
+        check_labels(labels)
+        for key in ("name", "version", "description", "author", "license"):
+            if not _utf8(getattr(self, key)):
+                raise ConfigError(f"{key} must be text that UTF-8 can encode (no lone surrogates). "
+                                  f"{received(key, getattr(self, key))}")
         object.__setattr__(self, "labels", labels)
         mean, std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
         if len(mean) != len(std) or not mean or any(s == 0 for s in std):
@@ -78,18 +77,30 @@ class ModelMetadata:
         object.__setattr__(self, "std", std)
 
 
-def available() -> bool:
-    """True when MediaPipe's metadata writers can be imported (see `INSTALL`)."""
+def _utf8(text: str) -> bool:
     try:
-        require()
-    except EnvironmentProblem:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, as os.listdir gives undecodable bytes
         return False
     return True
 
 
-def require() -> None:
-    """Raises `EnvironmentProblem` (saying what to install) unless the writers import."""
-    _writers()
+def check_labels(labels: Sequence[str], what: str = "labels") -> None:
+    """Refuses label names a label file cannot carry one per line: empty ones, ones holding any
+    line break `str.splitlines()` knows (a reader would split one class into two), ones UTF-8
+    cannot encode.
+
+    Raises:
+        ConfigError: naming the first bad label.
+    """
+    if not labels:
+        raise ConfigError(f"{what} must name at least one class. {received(what, labels)}")
+    for label in labels:
+        if not label.strip() or any(c in LINE_BREAKS for c in label) or not _utf8(label):
+            raise ConfigError(
+                f"{what} must be non-empty, single-line names that UTF-8 can encode (no line breaks of any kind: "
+                f"\\n, \\r, \\v, \\f, \\x85, \\u2028...), one per class: rename that class. "
+                f"Received: label={label!r}")
 
 
 def add_metadata(model: bytes | str | os.PathLike, info: ModelMetadata, path: str | os.PathLike | None = None
@@ -106,22 +117,18 @@ def add_metadata(model: bytes | str | os.PathLike, info: ModelMetadata, path: st
         the same outputs.
 
     Raises:
-        EnvironmentProblem: MediaPipe is not installed (see `INSTALL`).
         ConfigError: the model carries metadata already, or it is not a classifier with
             one image input and one output of `len(info.labels)` classes, or its channels
             do not match `mean`/`std`.
 
     Example:
         >>> from tfimgopt.export import export_tflite
-        >>> from tfimgopt.export.metadata import ModelMetadata, add_metadata, available
+        >>> from tfimgopt.export.metadata import ModelMetadata, add_metadata
         >>> blob = export_tflite(model)  # a grayscale digits classifier
-        >>> if available():  # MediaPipe installed
-        ...     blob = add_metadata(blob, ModelMetadata(tuple("0123456789"), grayscale=True, version="2"))
+        >>> blob = add_metadata(blob, ModelMetadata(tuple("0123456789"), grayscale=True, version="2"))
     """
-    metadata_writer, metadata_info, metadata_fb = _writers()
     blob = _read(model)
     if has_metadata(blob):
-        # MediaPipe's populator appends the label file after the flatbuffer and cannot take it out.
         raise ConfigError("This model carries TFLite metadata already; add metadata to the file as converted "
                           "(export_tflite(..., metadata=...) or tfimgopt export --metadata on).")
     shape, classes = _classifier_shapes(blob)
@@ -134,57 +141,144 @@ def add_metadata(model: bytes | str | os.PathLike, info: ModelMetadata, path: st
                           f"Received: mean={info.mean!r}")
     if info.grayscale != (channels == 1):
         raise ConfigError(f"grayscale={info.grayscale} but the model takes {channels}-channel images.")
-    writer = metadata_writer.MetadataWriter.create(bytearray(blob))
-    # add_general_info() sets only name and description; the writer keeps the whole table here.
-    writer._general_md = metadata_info.GeneralMd(name=info.name, version=info.version,
-                                                 description=info.description or None,
-                                                 author=info.author or None, licenses=info.license or None)
-    space = metadata_fb.ColorSpaceType.GRAYSCALE if channels == 1 else metadata_fb.ColorSpaceType.RGB
-    writer.add_image_input(list(info.mean), list(info.std), color_space_type=space,
-                           description=f"{shape[1]}x{shape[2]} {'grayscale' if channels == 1 else 'RGB'} image, "
-                                       "pixels 0..255 normalized as (pixel - mean) / std.")
-    writer.add_classification_output(
-        metadata_writer.Labels().add(list(info.labels)), name="logits",
-        description=f"One score per class ({classes}): logits (apply softmax for probabilities).")
-    out = bytes(writer.populate()[0])
-    del writer  # its __del__ removes a temporary folder: now, not at interpreter exit
+    out = _with_associated_file(_with_metadata_buffer(blob, _metadata_buffer(info, shape, classes)),
+                                LABELS_FILE, "\n".join(info.labels).encode("utf-8"))
     if path is not None:
         _io.write_bytes(os.fspath(path), out)
     return out
 
 
+def _metadata_buffer(info: ModelMetadata, shape: Sequence[int], classes: int) -> bytes:
+    """The `ModelMetadata` flatbuffer of an image classifier (what MediaPipe's ImageClassifier
+    writer makes: image input with normalization and value range, scores with the label file)."""
+    import flatbuffers
+
+    from tfimgopt.export import _metadata_schema as fb
+
+    channels = shape[-1]
+    image = fb.TensorMetadataT()
+    image.name = "image"
+    image.description = (f"{shape[1]}x{shape[2]} {'grayscale' if channels == 1 else 'RGB'} image, pixels 0..255 "
+                         "normalized as (pixel - mean) / std.")
+    image.content = fb.ContentT()
+    image.content.contentPropertiesType = fb.ContentProperties.ImageProperties
+    image.content.contentProperties = fb.ImagePropertiesT()
+    image.content.contentProperties.colorSpace = (fb.ColorSpaceType.GRAYSCALE if channels == 1
+                                                  else fb.ColorSpaceType.RGB)
+    norm = fb.NormalizationOptionsT()
+    norm.mean, norm.std = list(info.mean), list(info.std)
+    unit = fb.ProcessUnitT()
+    unit.optionsType, unit.options = fb.ProcessUnitOptions.NormalizationOptions, norm
+    image.processUnits = [unit]
+    image.stats = fb.StatsT()
+    image.stats.max = [(255.0 - m) / s for m, s in zip(info.mean, info.std, strict=True)]
+    image.stats.min = [(0.0 - m) / s for m, s in zip(info.mean, info.std, strict=True)]
+    scores = fb.TensorMetadataT()
+    scores.name = "logits"
+    scores.description = f"One score per class ({classes}): logits (apply softmax for probabilities)."
+    scores.content = fb.ContentT()
+    scores.content.contentPropertiesType = fb.ContentProperties.FeatureProperties
+    scores.content.contentProperties = fb.FeaturePropertiesT()
+    scores.stats = fb.StatsT()
+    scores.stats.max, scores.stats.min = [1.0], [0.0]
+    labels = fb.AssociatedFileT()
+    labels.name, labels.type = LABELS_FILE, fb.AssociatedFileType.TENSOR_AXIS_LABELS
+    labels.description = "Labels for categories that the model can recognize."
+    scores.associatedFiles = [labels]
+    graph = fb.SubGraphMetadataT()
+    graph.inputTensorMetadata, graph.outputTensorMetadata = [image], [scores]
+    meta = fb.ModelMetadataT()
+    meta.name, meta.version = info.name, info.version
+    meta.description = info.description or None
+    meta.author, meta.license = info.author or None, info.license or None
+    meta.subgraphMetadata = [graph]
+
+    def pack() -> bytes:
+        builder = flatbuffers.Builder(0)
+        builder.Finish(meta.Pack(builder), METADATA_IDENTIFIER)
+        return bytes(builder.Output())
+
+    meta.minParserVersion = _parser_version(pack())
+    return pack()
+
+
+def _with_metadata_buffer(blob: bytes, metadata: bytes) -> bytes:
+    """The model flatbuffer with `metadata` as a new buffer named `TFLITE_METADATA`."""
+    import flatbuffers
+    import numpy as np
+
+    schema = _model_schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(blob, 0))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(metadata, dtype=np.uint8)
+    model.buffers = [*(model.buffers or []), buffer]
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    builder = flatbuffers.Builder(max(1024, len(blob) + len(metadata)))
+    builder.Finish(model.Pack(builder), b"TFL3")
+    return bytes(builder.Output())
+
+
+def _with_associated_file(blob: bytes, name: str, data: bytes) -> bytes:
+    """`blob` with a zip archive holding `name` appended (stored, fixed timestamp), as TFLite
+    metadata packs its associated files: zip readers find the archive from the end."""
+    stream = io.BytesIO(blob)
+    stream.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(stream, "a", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+    return stream.getvalue()
+
+
 def read_metadata(model: bytes | str | os.PathLike) -> dict[str, Any] | None:
-    """The metadata of a TFLite file as MediaPipe's reader sees it, or None if it has none.
+    """The metadata of a TFLite file, or None if it has none.
 
     Returns:
         `name`, `version`, `description`, `author`, `license`, `labels` (from the packed
         label file), `mean`, `std`, `color_space`, `min_parser_version` and `json` (the
-        whole metadata as MediaPipe's displayer writes it).
+        fields above as JSON).
     """
-    import json
-
-    _writers()
-    from mediapipe.tasks.python.metadata import metadata
+    from tfimgopt.export import _metadata_schema as fb
 
     blob = _read(model)
-    if not has_metadata(blob):
+    buffer = _metadata_bytes(blob)
+    if buffer is None:
         return None
-    displayer = metadata.MetadataDisplayer.with_model_buffer(blob)
-    text = displayer.get_metadata_json()
-    meta = json.loads(text)
-    graph = meta["subgraph_metadata"][0]
-    image, scores = graph["input_tensor_metadata"][0], graph["output_tensor_metadata"][0]
-    norm = next((u["options"] for u in image.get("process_units", [])
-                 if u.get("options_type") == "NormalizationOptions"), {})
-    files = [f["name"] for f in scores.get("associated_files", []) if f.get("type") == "TENSOR_AXIS_LABELS"]
-    labels = displayer.get_associated_file_buffer(files[0]).decode().splitlines() if files else []
-    return {
-        "name": meta.get("name"), "version": meta.get("version"), "description": meta.get("description"),
-        "author": meta.get("author"), "license": meta.get("license"), "labels": labels,
-        "mean": norm.get("mean"), "std": norm.get("std"),
-        "color_space": image.get("content", {}).get("content_properties", {}).get("color_space"),
-        "min_parser_version": meta.get("min_parser_version"), "json": text,
+    meta = fb.ModelMetadataT.InitFromObj(fb.ModelMetadata.GetRootAs(buffer, 0))
+    graph = meta.subgraphMetadata[0]
+    image, scores = graph.inputTensorMetadata[0], graph.outputTensorMetadata[0]
+    norm = next((u.options for u in image.processUnits or ()
+                 if u.optionsType == fb.ProcessUnitOptions.NormalizationOptions), None)
+    files = [f.name.decode() for f in scores.associatedFiles or ()
+             if f.type == fb.AssociatedFileType.TENSOR_AXIS_LABELS]
+    labels = []
+    if files:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            labels = archive.read(files[0]).decode("utf-8").splitlines()
+    spaces = {v: k for k, v in vars(fb.ColorSpaceType).items() if not k.startswith("_")}
+    props = image.content.contentProperties if image.content is not None else None
+
+    def text(value):
+        return value.decode("utf-8") if isinstance(value, bytes) else value
+
+    result = {
+        "name": text(meta.name), "version": text(meta.version), "description": text(meta.description),
+        "author": text(meta.author), "license": text(meta.license), "labels": labels,
+        "mean": [float(v) for v in norm.mean] if norm is not None else None,
+        "std": [float(v) for v in norm.std] if norm is not None else None,
+        "color_space": spaces.get(getattr(props, "colorSpace", None)),
+        "min_parser_version": text(meta.minParserVersion),
     }
+    return {**result, "json": json.dumps(result, indent=2)}
+
+
+def _metadata_bytes(blob: bytes) -> bytes | None:
+    model = _flatbuffer_model(blob)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name().decode() == METADATA_NAME:
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return None
 
 
 def has_metadata(model: bytes | str | os.PathLike) -> bool:
@@ -199,12 +293,17 @@ def _read(model: bytes | str | os.PathLike) -> bytes:
         return f.read()
 
 
-def _flatbuffer_model(blob: bytes):
-    from tensorflow.lite.python import schema_py_generated as schema
+def _model_schema():
+    """The TFLite model schema's generated code, as LiteRT ships it (no TensorFlow import)."""
+    from ai_edge_litert import schema_py_generated
 
+    return schema_py_generated
+
+
+def _flatbuffer_model(blob: bytes):
     if len(blob) < 8 or blob[4:8] != b"TFL3":
         raise ConfigError(f"Not a TFLite model (no TFL3 identifier in its first bytes; {len(blob)} bytes).")
-    return schema.Model.GetRootAs(blob, 0)
+    return _model_schema().Model.GetRootAs(blob, 0)
 
 
 def _model_metadata_names(blob: bytes) -> list[str]:
@@ -224,54 +323,6 @@ def _classifier_shapes(blob: bytes) -> tuple[tuple[int, ...], int]:
     return tuple(ins[0]), int(outs[0][-1])
 
 
-def _writers():
-    """MediaPipe's metadata_writer, metadata_info and metadata schema modules."""
-    def broken(err: ImportError) -> EnvironmentProblem:
-        return EnvironmentProblem(f"MediaPipe is installed but does not import ({err}). It imports OpenCV when it "
-                                  f"loads: {INSTALL}. Or export without metadata (export.metadata: off).")
-
-    try:
-        importlib.import_module(_HELPER)
-    except ImportError as err:
-        if importlib.util.find_spec("mediapipe") is None:
-            raise EnvironmentProblem(
-                f"TFLite metadata needs MediaPipe's metadata writers: {INSTALL} (--no-deps: MediaPipe's declared "
-                "absl-py~=2.3 conflicts with TFMOT's absl-py~=1.2, and the writers need neither). Or export "
-                "without metadata (export.metadata: off).") from None
-        if not isinstance(err, ModuleNotFoundError) or not (err.name or "").startswith("mediapipe.tasks.cc"):
-            raise broken(err) from None
-        _install_parser_version_helper()
-    try:
-        from mediapipe.tasks.metadata import metadata_schema_py_generated as metadata_fb
-        from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer
-    except ImportError as err:
-        raise broken(err) from None
-    return metadata_writer, metadata_info, metadata_fb
-
-
-def _install_parser_version_helper() -> None:
-    """Registers `_HELPER` (and its missing parent packages) as a module whose one function
-    is `_parser_version`."""
-    parts = _HELPER.split(".")
-    for depth in range(3, len(parts) + 1):
-        name = ".".join(parts[:depth])
-        if name in sys.modules:
-            continue
-        try:
-            importlib.import_module(name)
-            continue
-        except ModuleNotFoundError:
-            pass
-        module = types.ModuleType(name, "Stands in for a compiled MediaPipe helper missing from its wheel "
-                                        "(tfimgopt.export.metadata).")
-        if depth < len(parts):
-            module.__path__ = []
-        else:
-            module.GetMinimumMetadataParserVersion = _parser_version
-        sys.modules[name] = module
-        setattr(sys.modules[".".join(parts[:depth - 1])], parts[depth - 1], module)
-
-
 # The metadata schema fields added after 1.0.0, and the parser version that reads them
 # (MediaPipe's metadata_version.cc, GetMemberVersion).
 _VOCABULARY, _SCANN_INDEX, _FILE_VERSION = (1, 0, 1), (1, 4, 0), (1, 4, 1)
@@ -282,7 +333,7 @@ _TENSOR_GROUPS, _AUDIO, _CUSTOM = (1, 2, 0), (1, 3, 0), (1, 5, 0)
 def _parser_version(buffer: bytes) -> str:
     """The lowest metadata parser version that understands every field of a metadata
     flatbuffer (`ModelMetadata`): the newest version among the fields it uses."""
-    from mediapipe.tasks.metadata import metadata_schema_py_generated as fb
+    from tfimgopt.export import _metadata_schema as fb
 
     root = fb.ModelMetadata.GetRootAs(bytes(buffer), 0)
     meta = fb.ModelMetadataT.InitFromObj(root)

@@ -207,8 +207,7 @@ def export_tflite(
             some sparse int8 layers); outputs are the same.
         metadata: A `tfimgopt.export.ModelMetadata` (label names, input normalization,
             name, version) to pack into the file, so MediaPipe Tasks' `ImageClassifier`
-            and the TFLite Task Library load it as-is. Needs MediaPipe (see
-            `tfimgopt.export.metadata.INSTALL`).
+            and the TFLite Task Library load it as-is.
 
     Returns:
         The flatbuffer bytes.
@@ -221,10 +220,6 @@ def export_tflite(
         >>> from tfimgopt.export import export_tflite
         >>> blob = export_tflite(model, "int8", representative_data=images, path="model_int8.tflite")
     """
-    if metadata is not None:
-        from tfimgopt.export.metadata import require
-
-        require()  # before converting: missing MediaPipe should cost seconds, not a conversion
     blob = to_tflite_bytes(model, mode, representative_data, io_type=io_type, num_calibration=num_calibration,
                            sparse=sparse)
     if metadata is not None:

@@ -408,8 +408,8 @@ class ExportConfig:
     max_accuracy_drop: float = setting(1.0, help="largest accepted accuracy loss in percentage points against the "
                                                  "float32 baseline", flags={"run": "max-accuracy-drop"})
     metadata: str = setting("auto", help="TFLite metadata (label names, input normalization, name, version) that "
-                                         "MediaPipe Tasks and the TFLite Task Library read: on, off, or auto (on "
-                                         "when MediaPipe's writers are installed)",
+                                         "MediaPipe Tasks and the TFLite Task Library read: on (auto is the same) "
+                                         "or off",
                             flags={"run": "metadata", "export": "metadata"}, bools=("off", "on"))
     model_name: str = setting("", help="model name in the metadata (default: '<variant or file name> (<dataset>)')")
     model_version: str = setting("1", help="model version in the metadata")

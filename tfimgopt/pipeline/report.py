@@ -76,7 +76,6 @@ def plots(rows, records, chosen, out) -> list[str]:
 def metadata_note(report: dict[str, Any]) -> str:
     """Which files carry TFLite metadata, or why none does."""
     written, export = report.get("tflite_metadata", []), report["config"]["export"]
-    setting = export["metadata"]
     if written:
         note = (f"TFLite metadata (label names, input normalization, name, version {export['model_version']!r}) "
                 f"in {len(written)} of {len(report['verification'])} files: MediaPipe Tasks' ImageClassifier and "
@@ -84,11 +83,7 @@ def metadata_note(report: dict[str, Any]) -> str:
         if report["dataset"]["image_shape"][-1] == 1:
             note += " MediaPipe takes RGB models only: for it, run with `--set data.channels=3`."
         return note
-    if setting == "off":
-        return "No TFLite metadata (`export.metadata: off`)."
-    from tfimgopt.export.metadata import INSTALL
-
-    return f"No TFLite metadata (label names, input normalization): `{INSTALL}` (MediaPipe's writers) adds it."
+    return "No TFLite metadata (`export.metadata: off`)."
 
 
 

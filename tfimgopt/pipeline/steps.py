@@ -12,7 +12,7 @@ from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.context import test_accuracy
 from tfimgopt.pipeline.data import calibration_images, prepare_data
 from tfimgopt.pipeline.stages.distill import distil
-from tfimgopt.pipeline.stages.export import model_metadata, writes_metadata
+from tfimgopt.pipeline.stages.export import model_metadata
 from tfimgopt.pipeline.verify import VERIFY_FILE, save_verification_data, verify_run
 
 __all__ = ["VERIFY_FILE", "VerificationError", "adopt_file", "distill_step", "evaluate_step", "export_step",
@@ -122,7 +122,6 @@ def export_step(config: RunConfig, model_path: str, output: str, mode: str, *, s
 
     exporter = get_exporter(mode)  # an unknown mode raises, naming the registered ones
     _check_output(output, (exporter.suffix,))
-    writes_metadata(config)  # `--metadata on` without MediaPipe fails before loading anything
     config, model, data = adopt_file(config, model_path, safe_mode=safe_mode)
     metadata = model_metadata(config, data, os.path.splitext(os.path.basename(output))[0])
     blob = exporter.export(model, output, calibration_images(data) if exporter.needs_calibration else None,

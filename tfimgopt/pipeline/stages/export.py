@@ -29,14 +29,9 @@ def failure_reason(check: dict[str, Any]) -> str:
 
 
 def writes_metadata(config: RunConfig) -> bool:
-    """Whether exports carry TFLite metadata: `export.metadata` on, or auto with MediaPipe's
-    writers importable. On without them raises `EnvironmentProblem` saying what to install."""
-    from tfimgopt.export.metadata import available, require
-
-    if config.export.metadata == "on":
-        require()
-        return True
-    return config.export.metadata == "auto" and available()
+    """Whether exports carry TFLite metadata: `export.metadata` on or auto (the writer needs
+    nothing beyond TensorFlow's own dependencies), not off."""
+    return config.export.metadata != "off"
 
 
 def model_metadata(config: RunConfig, data: PreparedData, name: str) -> Any:
@@ -99,7 +94,7 @@ class ExportStage(Stage):
                 "export.model_version", "export.author", "export.license")
 
     def preflight(self, ctx: RunContext) -> None:
-        writes_metadata(ctx.config)  # `on` without MediaPipe fails before any training
+        model_metadata(ctx.config, ctx.data, "check")  # bad label names fail before any training
 
     def planned(self, ctx: RunContext) -> list[Variant]:
         from tfimgopt.export import get_exporter
