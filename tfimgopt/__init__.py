@@ -18,6 +18,7 @@ from tfimgopt.errors import (
     StorageError,
     StrategyError,
     TfimgoptError,
+    TrainingError,
     VerificationError,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "StorageError",
     "StrategyError",
     "TfimgoptError",
+    "TrainingError",
     "VerificationError",
     "__version__",
     "build_pipeline",

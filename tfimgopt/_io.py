@@ -219,8 +219,10 @@ def refuse_links(root: str | os.PathLike) -> None:
 def claim_run_folder(out: str | os.PathLike) -> Iterator[None]:
     """Opens a run folder for one run: refuses a file, a foreign non-empty folder, or a folder in use.
 
-    A folder is ours when it holds the marker file (or, from runs before the marker, both
-    `config.json` and `stages/`). An OS lock (`flock`) on `.tfimgopt.lock` is held for the whole
+    A folder is ours when it holds the marker file; any other non-empty folder is refused
+    untouched, even one that looks like a run (config.json, stages/): a folder from a
+    tfimgopt older than the marker is adopted only by creating the marker. An OS lock
+    (`flock`) on `.tfimgopt.lock` is held for the whole
     run; it is released by the OS even when the process is killed.
 
     Raises:
@@ -233,22 +235,32 @@ def claim_run_folder(out: str | os.PathLike) -> Iterator[None]:
     from tfimgopt.errors import ConfigError, received
 
     out = os.fspath(out)
-    refuse_links(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"The run folder must be a folder; this path is a file. {received('out_dir', out)}")
+    marker = os.path.join(out, RUN_MARKER)
+    try:
+        entries = os.listdir(out) if os.path.isdir(out) else []
+    except OSError as err:
+        raise _storage_error(out, err) from None
+    if entries and not (os.path.isfile(marker) and not os.path.islink(marker)):
+        # Only the marker makes a folder ours: a folder of the user's that merely looks like a run
+        # (config.json, stages/) is never adopted, so nothing of theirs is overwritten or deleted.
+        hint = (" If it is a run folder from a tfimgopt older than the marker file, adopt it yourself: "
+                f"touch {os.path.join(out, RUN_MARKER)}") if {"config.json", "stages"} <= set(entries) else ""
+        raise ConfigError(
+            "The folder is not a tfimgopt run folder (no .tfimgopt-run marker) and is not empty, so nothing in it is "
+            f"touched: choose a new or empty folder (--out).{hint} {received('out_dir', out)}")
+    refuse_links(out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as err:
         raise _storage_error(out, err) from None
-    marker = os.path.join(out, RUN_MARKER)
-    ours = os.path.isfile(marker) or (os.path.isfile(os.path.join(out, "config.json"))
-                                      and os.path.isdir(os.path.join(out, "stages")))
-    if not ours and os.listdir(out):
-        raise ConfigError(
-            "The run folder is not empty and was not made by tfimgopt, so nothing in it is touched: choose a new "
-            f"or empty folder (--out). {received('out_dir', out)}")
+    lock = os.path.join(out, _LOCK)
+    if os.path.lexists(lock) and (os.path.islink(lock) or not os.path.isfile(lock)):
+        raise ConfigError(f"The run folder's lock file {lock} is not a regular file (a FIFO, device or folder): "
+                          f"remove it and run again. {received('out_dir', out)}")
     try:
-        fd = os.open(os.path.join(out, _LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as err:
         raise _storage_error(out, err) from None
     try:

@@ -214,6 +214,24 @@ def find_problems(
     return found
 
 
+def keras_backend_problem(environ=None) -> Finding | None:
+    """A `KERAS_BACKEND` whose package is not installed: Keras 3, which `tf.keras` and TFMOT
+    load, then cannot import at all (fatal: the run could not even start)."""
+    environ = os.environ if environ is None else environ
+    backend = (environ.get("KERAS_BACKEND") or "").strip().lower()
+    if not backend or backend == "tensorflow":
+        return None
+    module = {"jax": "jax", "torch": "torch", "numpy": "numpy", "openvino": "openvino"}.get(backend)
+    if module is not None and importlib.util.find_spec(module) is not None:
+        return None
+    return Finding(
+        f"KERAS_BACKEND={backend} is set, but " + (f"{module} is not installed" if module else "Keras has no such "
+                                                    "backend") + ": Keras 3 (which TensorFlow's tf.keras and TFMOT "
+        "load) cannot be imported.",
+        "unset KERAS_BACKEND (or set KERAS_BACKEND=tensorflow); tfimgopt trains with TensorFlow"
+        + (f", or pip install {module}" if module else ""), fatal=True)
+
+
 def pip_conflicts(names: tuple[str, ...], timeout: float = 120.0) -> list[str]:
     """The lines of `pip check` that involve one of `names` (either side of the conflict)."""
     import subprocess
@@ -280,6 +298,9 @@ def check_before_tensorflow_import() -> list[Finding]:
     if os.environ.get("TPU_LOAD_LIBRARY") == "0":
         visible = False  # libtpu will not be loaded, so its version cannot abort the import
     found = find_problems(versions, tpu_visible=visible, gencode="", legacy_keras_env="")
+    backend = keras_backend_problem()
+    if backend is not None:
+        found.append(backend)
     fatal = [f for f in found if f.fatal]
     if fatal:
         raise EnvironmentProblem(" ".join(str(f) for f in fatal) + " (`tfimgopt doctor` lists every check.)")

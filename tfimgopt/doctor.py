@@ -18,11 +18,11 @@ from tfimgopt._platform import (
     Finding,
     find_problems,
     installed_versions,
+    keras_backend_problem,
     pip_conflicts,
     tpu_hints,
 )
 from tfimgopt.errors import TfimgoptError
-
 
 #: The distributions whose `pip check` conflicts the doctor reports: tfimgopt's requirements
 #: (setup.cfg) and the reported stack, less MediaPipe (an optional reader, not ours to install).
@@ -85,6 +85,11 @@ def diagnose() -> Diagnosis:
         tpu_hints=hints,
         problems=find_problems({**versions, **installed_versions(OPENCV)}, tpu_visible=bool(hints)),
     )
+    backend = keras_backend_problem()
+    if backend is not None:
+        result.problems.append(backend)
+        result.notes.append("TensorFlow was not imported: Keras 3 cannot load with this KERAS_BACKEND.")
+        return result
     conflicts = pip_conflicts(DEPENDENCIES)
     if conflicts:
         result.problems.append(Finding(

@@ -30,6 +30,10 @@ class KerasVersionError(TfimgoptError, RuntimeError):
     """TensorFlow is bound to Keras 3 in this process (or the environment asks for it); tfimgopt needs Keras 2."""
 
 
+class TrainingError(TfimgoptError, RuntimeError):
+    """Training that cannot go on: the loss became NaN or infinite (it diverged)."""
+
+
 class VerificationError(TfimgoptError):
     """A run folder's artifacts do not match what its report recorded."""
 

@@ -365,7 +365,7 @@ def test_out_at_a_foreign_folder_or_a_file_touches_nothing(tmp_path):
     for name, text in files.items():
         (foreign / name).write_text(text)
     before = sorted(p.relative_to(foreign).as_posix() for p in foreign.rglob("*"))
-    with pytest.raises(ConfigError, match="not empty and was not made by tfimgopt"):
+    with pytest.raises(ConfigError, match="not a tfimgopt run folder .* and is not empty"):
         run(load_config(overrides=[*TINY, f"out_dir={json.dumps(str(foreign))}"]), log=lambda _: None)
     assert sorted(p.relative_to(foreign).as_posix() for p in foreign.rglob("*")) == before
     assert all((foreign / name).read_text() == text for name, text in files.items())

@@ -197,7 +197,7 @@ class FineTuneConfig:
                "weights file, or train.model: your model file)")
         _check(self.epochs >= 0, "train.fine_tune.epochs", self.epochs, "an int >= 0")
         _check(self.unfreeze >= 0, "train.fine_tune.unfreeze", self.unfreeze, "an int >= 0")
-        _check(self.learning_rate > 0, "train.fine_tune.learning_rate", self.learning_rate, "a float > 0")
+        _check_rate("train.fine_tune.learning_rate", self.learning_rate)
         _check(self.schedule in SCHEDULES, "train.fine_tune.schedule", self.schedule, f"one of {SCHEDULES}")
         _check(bool(self.head) and all(isinstance(n, str) and n for n in self.head), "train.fine_tune.head",
                self.head, "a non-empty list of layer names")
@@ -280,7 +280,7 @@ class TrainConfig:
         from tfimgopt.training.fit import OPTIMIZERS
 
         _check(self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer, f"one of {OPTIMIZERS}")
-        _check(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "a float > 0")
+        _check_rate("train.learning_rate", self.learning_rate)
         _check(self.strategy in STRATEGIES, "train.strategy", self.strategy, f"one of {STRATEGIES}")
         _check(self.precision in PRECISIONS, "train.precision", self.precision, f"one of {PRECISIONS}")
         names = CHOICES["augmentations"]()
@@ -331,7 +331,7 @@ class DistillConfig:
         _check(self.epochs >= 1, "distill.epochs", self.epochs, "an int >= 1")
         _check(0 <= self.alpha <= 1, "distill.alpha", self.alpha, "a number in [0, 1]")
         _check(0 < self.temperature < float("inf"), "distill.temperature", self.temperature, "a number > 0")
-        _check(self.learning_rate > 0, "distill.learning_rate", self.learning_rate, "a float > 0")
+        _check_rate("distill.learning_rate", self.learning_rate)
         _check(bool(self.tune_alphas) and all(0 <= a <= 1 for a in self.tune_alphas), "distill.tune_alphas",
                self.tune_alphas, "a non-empty list of numbers in [0, 1]")
         _check(bool(self.tune_temperatures) and all(t > 0 for t in self.tune_temperatures),
@@ -376,13 +376,12 @@ class CompressConfig:
         _check(self.target_sparsity is None or 0 < self.target_sparsity < 1, "compress.target_sparsity",
                self.target_sparsity, "a number in (0, 1), or null")
         _check(self.epochs >= 1, "compress.epochs", self.epochs, "an int >= 1")
-        _check(self.learning_rate > 0, "compress.learning_rate", self.learning_rate, "a float > 0")
+        _check_rate("compress.learning_rate", self.learning_rate)
         _check(self.qat_epochs >= 0, "compress.qat_epochs", self.qat_epochs, "an int >= 0")
-        _check(self.qat_learning_rate > 0, "compress.qat_learning_rate", self.qat_learning_rate, "a float > 0")
+        _check_rate("compress.qat_learning_rate", self.qat_learning_rate)
         _check(self.clusters == 0 or self.clusters >= 2, "compress.clusters", self.clusters, "0 (off) or an int >= 2")
         _check(self.cluster_epochs >= 1, "compress.cluster_epochs", self.cluster_epochs, "an int >= 1")
-        _check(self.cluster_learning_rate > 0, "compress.cluster_learning_rate", self.cluster_learning_rate,
-               "a float > 0")
+        _check_rate("compress.cluster_learning_rate", self.cluster_learning_rate)
         from tfimgopt.compress.channels import CRITERIA, SCOPES
 
         _check(0 <= self.channel_ratio < 1, "compress.channel_ratio", self.channel_ratio, "a number in [0, 1)")
@@ -460,7 +459,7 @@ class RunConfig:
             ConfigError: naming the key, the accepted values and the value received.
         """
         _check(bool(self.out_dir), "out_dir", self.out_dir, "a folder path")
-        _check(self.seed >= 0, "seed", self.seed, "an int >= 0")
+        _check(0 <= self.seed <= MAX_SEED, "seed", self.seed, f"an int in [0, 2**32 - 1 = {MAX_SEED}]")
         self.data.validate(in_memory_data)
         self.train.validate()
         self.distill.validate()
@@ -477,6 +476,18 @@ class RunConfig:
         return _build(cls, values, prefix="").validate(in_memory_data)
 
 
+_FLOAT = __import__("re").compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+#: The largest seed NumPy and TensorFlow accept.
+MAX_SEED = 2**32 - 1
+
+
+def _check_rate(key: str, value: float) -> None:
+    """A learning rate: > 0 and finite (an infinite one passes `> 0` and makes every loss NaN)."""
+    import math
+
+    _check(value > 0 and math.isfinite(value), key, value, "a finite float > 0")
+
+
 def _check(ok: bool, key: str, value: Any, accepted: str) -> None:
     if not ok:
         raise ConfigError(f"Bad value for {key}: expected {accepted}. {received(key, value)}")
@@ -491,6 +502,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         annotation = next(a for a in args if a is not type(None))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as text; a user means the number
     if typing.get_origin(annotation) is list or annotation is list:
         if not isinstance(value, list):
             raise ConfigError(
@@ -518,10 +531,14 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), list(fields), n=3)
+        hint = f" Did you mean: {', '.join(prefix + c for c in close)}?" if close else ""
         raise ConfigError(
-            f"Unknown key {prefix}{unknown[0]}. Valid keys here: {sorted(fields)}. "
+            f"Unknown key {prefix}{unknown[0]}.{hint} Valid keys here: {sorted(fields)}. "
             f"Received: {prefix}{unknown[0]}={values[unknown[0]]!r}"
         )
     kwargs = {}
@@ -634,6 +651,11 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
                 RecursionError) as err:
             raise ConfigError(f"Cannot parse config file {path}: {type(err).__name__}: {err}") from None
         _check_depth(values, path)
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"A config file holds a table of settings (data:, train:, ...) at its top level; this "
+                              f"one holds a {type(values).__name__}. Received: config={path!r}")
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep or not key:

@@ -19,7 +19,7 @@ from typing import Any
 
 from tfimgopt import _io
 from tfimgopt.compat import keras
-from tfimgopt.errors import ConfigError
+from tfimgopt.errors import ConfigError, TrainingError
 from tfimgopt.pipeline.adopt import load_user_model, save_input_model, settle_choices, settle_shapes
 from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.context import RunContext
@@ -34,6 +34,7 @@ from tfimgopt.pipeline.report import (
     warning_box,
 )
 from tfimgopt.pipeline.stages import Stage, fingerprint, get_stage, list_stages
+from tfimgopt.pipeline.stages.base import RECORD_VERSION
 from tfimgopt.pipeline.variants import chance_level, select_variant
 from tfimgopt.pipeline.verify import save_verification_data
 
@@ -121,7 +122,10 @@ def _why_redone(before: dict[str, Any], stage: Stage, config: RunConfig, data_ha
         reasons.append("the data or the seed")
     if redone:
         reasons.append(f"{', '.join(redone)} redone")
-    return "; ".join(reasons) or "its record is from an older tfimgopt"
+    if not reasons:
+        reasons.append("its record is from an older tfimgopt" if before.get("version") != RECORD_VERSION
+                       else "an earlier stage's record changed")
+    return "; ".join(reasons)
 
 
 def _artifact_paths(record: dict[str, Any]) -> list[str]:
@@ -136,11 +140,18 @@ def _hashes(ctx: RunContext, record: dict[str, Any]) -> dict[str, str]:
     return {rel: _io.sha256_file(ctx.path(rel)) for rel in _artifact_paths(record)}
 
 
-def _tampered(ctx: RunContext, record: dict[str, Any]) -> str | None:
-    """Why a finished stage's files cannot be reused (missing or changed since it wrote them), or None."""
+def _tampered(ctx: RunContext, stage: Stage, record: dict[str, Any]) -> str | None:
+    """Why a finished stage's files cannot be reused (missing or changed since it wrote them, or
+    another stage's), or None."""
+    if record.get("stage") != stage.name:
+        return f"its record names stage {record.get('stage')!r}, not {stage.name!r}"
     recorded = record.get("artifacts")
     if not isinstance(recorded, dict):
         return "its record lists no artifact hashes"
+    for rel in recorded:
+        owner = next((name for name, other in ctx.records.items() if rel in (other.get("artifacts") or {})), None)
+        if owner is not None:  # e.g. an edited record pointing at another stage's model with its real hash
+            return f"its record claims {rel}, which stage {owner} wrote"
     for rel, digest in recorded.items():
         try:
             path = ctx.path(rel)
@@ -159,7 +170,7 @@ def _run_stage(stage: Stage, ctx: RunContext, records: _Records, data_hash: str,
     print_ = records.log
     want = fingerprint(stage, ctx.config, data_hash, upstream)
     record = records.load(stage)
-    tampered = _tampered(ctx, record) if record is not None and record.get("fingerprint") == want else None
+    tampered = _tampered(ctx, stage, record) if record is not None and record.get("fingerprint") == want else None
     if record is not None and record.get("fingerprint") == want and tampered is None:
         print_(f"== stage {stage.name}: already done, skipped [{records.elapsed():6.1f}s]")
         updated = stage.resume(ctx, record)
@@ -176,8 +187,12 @@ def _run_stage(stage: Stage, ctx: RunContext, records: _Records, data_hash: str,
     print_(f"== stage {stage.name} [{records.elapsed():6.1f}s]")
     began = time.monotonic()
     ctx.fingerprint = want
-    record = stage.run(ctx)
+    try:
+        record = stage.run(ctx)
+    except TrainingError as err:  # say which stage diverged; earlier stages' results stay for a rerun
+        raise TrainingError(f"stage {stage.name}: {err}") from None
     record["seconds"] = round(time.monotonic() - began, 2)
+    record["stage"], record["version"] = stage.name, RECORD_VERSION
     record["fingerprint"] = want
     record["inputs"] = stage.inputs(ctx.config)
     record["data"] = data_hash if stage.uses_data else None

@@ -9,7 +9,7 @@ from typing import Any
 
 from tfimgopt._io import atomic_path
 from tfimgopt.compat import keras, tf
-from tfimgopt.errors import ConfigError, received
+from tfimgopt.errors import ConfigError, TrainingError, received
 
 ModelOrBuilder = keras.Model | Callable[[], keras.Model]
 
@@ -83,6 +83,30 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         target = getattr(self.model, "checkpoint_model", self.model)
         with atomic_path(self.path) as tmp:
             target.save(tmp)
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training with a `TrainingError` the moment the loss is NaN or infinite: a diverged
+    run would otherwise train on, save NaN weights and fail much later (at export)."""
+
+    def __init__(self, learning_rate: Any = None):
+        super().__init__()
+        self.learning_rate = learning_rate
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        import math
+
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            rate = f" at learning rate {self.learning_rate:g}" if isinstance(self.learning_rate, int | float) else ""
+            raise TrainingError(
+                f"Training diverged: the loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}{rate}. "
+                "Lower the learning rate (10x), or check the data for NaN or extreme values. "
+                f"Received: loss={float(loss)}")
 
 
 class StageProgress(keras.callbacks.Callback):
@@ -223,7 +247,7 @@ def train(
             ),
             keras.callbacks.CSVLogger(os.path.join(work_dir, "history.csv"), append=True),
         ]
-    all_callbacks += list(callbacks)
+    all_callbacks += [*callbacks, StopOnDivergence(learning_rate)]
     if verbose == "auto":  # one line per epoch in logs and notebooks' captured output, bars on a terminal
         from tfimgopt._quiet import is_quiet
 

@@ -18,7 +18,7 @@ from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.context import RunContext
 
 #: Bumped when the meaning of a record changes, so older run folders redo their stages.
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 
 
 class Stage:
