@@ -200,3 +200,22 @@ def test_an_edited_record_pointing_at_another_stages_model_is_redone_with_the_tr
     assert any("stage prune: redoing it" in line and "distill redone" in line for line in lines)
     assert not any("older tfimgopt" in line for line in lines)
     assert second["student"]["params"] == first["student"]["params"] != second["baseline"]["params"]
+
+
+def test_a_file_litert_cannot_prepare_is_refused_and_the_sparse_layout_falls_back():
+    """XNNPACK refuses TFLite's sparse int8 fully-connected layout at the first invoke ("failed to
+    delegate FULLY_CONNECTED"): the runner says so at load, and `sparse="auto"` keeps the dense file."""
+    from tfimgopt.export import TFLiteRunner, export_tflite
+    from tfimgopt.export.tflite import is_sparse
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    kernel, bias = model.layers[-1].get_weights()
+    kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.8)] = 0
+    model.layers[-1].set_weights([kernel, bias])
+    images = np.random.default_rng(0).uniform(0, 255, (16, 28, 28, 1)).astype("float32")
+    packed = export_tflite(model, "int8", images, sparse=True)
+    with pytest.raises(DataError, match=r"(Not a valid TFLite model|LiteRT cannot run this model): .*FULLY_CONNECTED"):
+        TFLiteRunner(packed)
+    chosen = export_tflite(model, "int8", images)  # sparse="auto"
+    assert not is_sparse(chosen) and TFLiteRunner(chosen).predict(images[:2]).shape == (2, 10)

@@ -48,7 +48,8 @@ def test_every_file_carries_metadata_by_default(finished_run):
 
     out, report = finished_run
     for row in report["variants"]:  # export.metadata is "auto" by default: no extra package needed
-        assert metadata.has_metadata(str(out / row["path"])), row["variant"]
+        labels = metadata.read_metadata(str(out / row["path"]))["labels"]
+        assert labels == [str(d) for d in range(10)], row["variant"]
     assert sorted(report["tflite_metadata"]) == sorted(report["verification"])
     md = (out / "report.md").read_text()
     got = metadata.read_metadata(str(out / report["selection"]["path"]))

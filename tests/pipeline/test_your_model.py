@@ -156,6 +156,8 @@ def test_h5_is_refused_without_unsafe(tmp_path, user_files):
     assert main(["run", "--model", str(tmp_path / "mine.h5"), "--source", str(root / "digits.npz"),
                  "--out", str(out)]) == 2
     assert not (out / "models").exists()
+    assert main(["evaluate", str(tmp_path / "mine.h5"), "--source", str(root / "digits.npz")]) == 2
+    assert main(["evaluate", str(tmp_path / "mine.h5"), "--source", str(root / "digits.npz"), "--unsafe"]) == 0
 
 
 def test_evaluate_a_model_file_on_npz(user_files, capsys):
