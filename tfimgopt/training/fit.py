@@ -256,11 +256,14 @@ def train(
             all_callbacks.append(StageProgress())
         else:
             verbose = 1 if sys.stdout.isatty() else 2
-    return model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=all_callbacks,
-        verbose=verbose,
-    )
+    from tfimgopt._quiet import native_output
+
+    with native_output():  # on the command line: XLA's "Compiled cluster using XLA!" and the like held back
+        return model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=all_callbacks,
+            verbose=verbose,
+        )
