@@ -249,6 +249,46 @@ def check_splits(labels: np.ndarray, parts: Mapping[str, np.ndarray], class_name
                 f"more per class), raise {split}_fraction, or set it to 0. Received: {len(labels)} images")
 
 
+#: The reductions libjpeg decodes at almost for free (DCT scaling): 1, 1/2, 1/4, 1/8.
+JPEG_RATIOS = (1, 2, 4, 8)
+
+
+def decode_resized(data: tf.Tensor, channels: int, size: tuple[int, int]) -> tf.Tensor:
+    """An encoded image (JPEG, PNG, BMP, GIF bytes) decoded to `channels` and resized to `size`, uint8.
+
+    A JPEG larger than the target is decoded at the largest of 1/2, 1/4, 1/8 size that keeps
+    every side at least the target (libjpeg's DCT scaling: it averages 2x2, 4x4, 8x8 blocks
+    while decoding, so the reduction itself does not alias), then area-resized by less than
+    2x. That skips most of the decoding and the full-size antialiased resize that dominated the
+    input pipeline (4x slower than a plain bilinear one on 640x480 photos). Other formats are
+    decoded in full and resized antialiased, as before. Against the full decode + antialiased
+    resize the result differs by about 39 dB PSNR on photos (`tests/data/test_sources.py`
+    asserts >= 35 dB).
+    """
+
+    def jpeg() -> tf.Tensor:
+        shape = tf.io.extract_jpeg_shape(data)
+        index = tf.zeros([], tf.int32)  # how many reductions still fit: they are nested
+        for ratio in JPEG_RATIOS[1:]:
+            fits = tf.logical_and((shape[0] + ratio - 1) // ratio >= size[0], (shape[1] + ratio - 1) // ratio >= size[1])
+            index += tf.cast(fits, tf.int32)
+        branches = [lambda ratio=ratio: tf.io.decode_jpeg(data, channels=channels, ratio=ratio) for ratio in JPEG_RATIOS]
+        image = tf.ensure_shape(tf.switch_case(index, branches), [None, None, channels])
+        shrink = tf.logical_and(tf.shape(image)[0] >= size[0], tf.shape(image)[1] >= size[1])
+        return tf.cond(shrink, lambda: _resize_to(image, size, "area"), lambda: _resize_uint8(image, size))
+
+    def other() -> tf.Tensor:
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        return _resize_uint8(tf.ensure_shape(image, [None, None, channels]), size)
+
+    return tf.cond(tf.io.is_jpeg(data), jpeg, other)
+
+
+def _resize_to(image: tf.Tensor, size: tuple[int, int], method: str) -> tf.Tensor:
+    resized = tf.image.resize(tf.cast(image, tf.float32), size, method=method)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
 def _resize_uint8(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     if tuple(images.shape[-3:-1]) == size:
         return tf.cast(images, tf.uint8)
@@ -507,11 +547,8 @@ def _load_folder(root, size, channels, val_fraction, test_fraction, seed) -> Spl
     paths_arr = np.asarray(paths)
 
     def decode(path, label):
-        data = tf.io.read_file(path)
         # Fixed channel count converts grayscale<->RGB and drops alpha on the fly.
-        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-        image = tf.ensure_shape(image, [None, None, channels])
-        return _resize_uint8(image, size), label
+        return decode_resized(tf.io.read_file(path), channels, size), label
 
     def make(idx):
         ds = tf.data.Dataset.from_tensor_slices((paths_arr[idx], labels_arr[idx]))
@@ -589,6 +626,8 @@ def _load_tfds(name, size, channels, val_fraction, seed, data_dir, try_gcs, down
         datasets = tfds.load(
             name, split=list(split_names.values()), data_dir=data_dir, try_gcs=try_gcs,
             download=download, as_supervised=True, shuffle_files=False,
+            # The encoded bytes: `decode_resized` decodes a JPEG at reduced size when that is enough.
+            decoders={keys[0]: tfds.decode.SkipDecoding()},
         )
     except AssertionError as err:  # tfds signals "not prepared and download=False" so
         raise DataError(
@@ -598,9 +637,8 @@ def _load_tfds(name, size, channels, val_fraction, seed, data_dir, try_gcs, down
     have = image_feature.shape[-1]
     out_channels = channels if channels is not None else have
 
-    def convert(image, label):
-        image = _set_channels(image, out_channels)
-        return _resize_uint8(image, size), tf.cast(label, tf.int64)
+    def convert(encoded, label):
+        return decode_resized(encoded, out_channels, size), tf.cast(label, tf.int64)
 
     converted = [
         ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
