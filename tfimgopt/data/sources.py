@@ -269,10 +269,10 @@ def decode_resized(data: tf.Tensor, channels: int, size: tuple[int, int]) -> tf.
     def jpeg() -> tf.Tensor:
         shape = tf.io.extract_jpeg_shape(data)
         index = tf.zeros([], tf.int32)  # how many reductions still fit: they are nested
-        for ratio in JPEG_RATIOS[1:]:
-            fits = tf.logical_and((shape[0] + ratio - 1) // ratio >= size[0], (shape[1] + ratio - 1) // ratio >= size[1])
+        for r in JPEG_RATIOS[1:]:  # libjpeg's output side at ratio r is ceil(side / r)
+            fits = tf.logical_and((shape[0] + r - 1) // r >= size[0], (shape[1] + r - 1) // r >= size[1])
             index += tf.cast(fits, tf.int32)
-        branches = [lambda ratio=ratio: tf.io.decode_jpeg(data, channels=channels, ratio=ratio) for ratio in JPEG_RATIOS]
+        branches = [lambda r=r: tf.io.decode_jpeg(data, channels=channels, ratio=r) for r in JPEG_RATIOS]
         image = tf.ensure_shape(tf.switch_case(index, branches), [None, None, channels])
         shrink = tf.logical_and(tf.shape(image)[0] >= size[0], tf.shape(image)[1] >= size[1])
         return tf.cond(shrink, lambda: _resize_to(image, size, "area"), lambda: _resize_uint8(image, size))
