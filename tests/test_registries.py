@@ -211,6 +211,13 @@ def test_technique_reads_real_settings_and_returns_a_compressed_model(name, smal
 # --- data sources -------------------------------------------------------------------------
 
 
+def _shard_folder(path, images, labels):
+    from tfimgopt.data import write_shards
+
+    write_shards((np.repeat(images, 3, axis=0), np.repeat(labels, 3)), str(path), image_size=8, log=lambda _: None)
+    return str(path)
+
+
 def _source_examples(tmp_path):
     from tests.helpers import make_photo_folder
 
@@ -218,6 +225,7 @@ def _source_examples(tmp_path):
     np.savez(tmp_path / "data.npz", images=images, labels=labels)
     return {"digits": "digits", "tfds": "tfds:mnist", "folder": make_photo_folder(tmp_path / "photos", per_class=3),
             "arrays": (images, labels), "npz": str(tmp_path / "data.npz"),
+            "shards": _shard_folder(tmp_path / "shards", images, labels),
             "dataset": tf.data.Dataset.from_tensor_slices((images, labels))}
 
 

@@ -198,6 +198,15 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_shard(args: argparse.Namespace) -> int:
+    from tfimgopt.data import write_shards
+
+    write_shards(args.source, args.out, image_size=args.image_size, channels=args.channels,
+                 images_per_shard=args.images_per_shard, quality=args.quality, val_fraction=args.val_fraction,
+                 test_fraction=args.test_fraction, seed=args.seed, data_dir=args.data_dir, download=args.download)
+    return 0
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from tfimgopt.doctor import doctor
 
@@ -279,6 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="float32", choices=_Choices(CHOICES["exporters"]), metavar="MODE",
                    help="exporter (default float32); one of: %(choices)s")
     step("evaluate", "accuracy of a .keras model, or accuracy/latency/size of a .tflite model", _cmd_evaluate)
+
+    p = sub.add_parser("data", help="data tools: `data shard` writes resized TFRecord shards for big data")
+    data_sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    p = data_sub.add_parser("shard", parents=[shared],
+                            help="resize a source once into TFRecord shards + manifest (read back with --source DIR)")
+    p.add_argument("source", help="digits | tfds:<name> | a folder of class subfolders | a .npz file")
+    p.add_argument("--out", required=True, help="a new or empty folder, or gs://bucket/path")
+    p.add_argument("--image-size", type=int, default=224, help="square size stored (default 224)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="1 or 3 (default: the source's)")
+    p.add_argument("--images-per-shard", type=int, default=1024, help="images per TFRecord file (default 1024)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored images (default 95)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default 0.1)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="test share where the source has none (0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    p.add_argument("--data-dir", help="TFDS data directory")
+    p.add_argument("--download", action="store_true", help="let TFDS download the dataset (needs network)")
+    p.set_defaults(fn=_cmd_data_shard)
 
     p = sub.add_parser("doctor", help="versions, devices, the strategy and precision `auto` picks, known-bad installs")
     p.set_defaults(fn=_cmd_doctor)

@@ -1,6 +1,7 @@
 """Data sources and input pipelines."""
 
 from tfimgopt.data.pipeline import LABEL_MODES, build_pipeline
+from tfimgopt.data.shards import write_shards
 from tfimgopt.data.sources import (
     DatasetInfo,
     Source,
@@ -28,4 +29,5 @@ __all__ = [
     "register_source",
     "split_indices",
     "with_unlabelled",
+    "write_shards",
 ]

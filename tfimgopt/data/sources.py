@@ -92,7 +92,7 @@ def list_sources() -> list[str]:
     Example:
         >>> from tfimgopt.data import list_sources
         >>> list_sources()
-        ['arrays', 'dataset', 'digits', 'folder', 'npz', 'tfds']
+        ['arrays', 'dataset', 'digits', 'folder', 'npz', 'shards', 'tfds']
     """
     return _SOURCES.names()
 
@@ -127,7 +127,8 @@ def load_dataset(
             arrays: `(images, labels)` or `{"train": (x, y), "test": (x, y)}`, a `.npz`
             file of them (keys `images`/`labels`, or `x_train`/`y_train` with optional
             `x_val`/`y_val`, `x_test`/`y_test`, plus optional `class_names`), or a finite
-            `tf.data.Dataset` of (image, label) pairs, batched or not (read into memory).
+            `tf.data.Dataset` of (image, label) pairs, batched or not (read into memory), or
+            a shard folder written by `write_shards` (local or `gs://`).
         image_size: Output `(height, width)`, or one int for square images.
         channels: 1 or 3. `None` keeps the source's own count (a folder with both
             grayscale and colour files becomes 3).
@@ -737,6 +738,90 @@ def _dataset_arrays(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), labels_arr
 
 
+#: The manifest a shard folder holds (`tfimgopt.data.write_shards`); its presence makes a folder a shard source.
+SHARD_MANIFEST = "tfimgopt-shards.json"
+SHARD_FORMAT = 1
+
+
+def is_shard_folder(source: Any) -> bool:
+    """Whether `source` is a folder (local or `gs://...`) written by `write_shards`."""
+    if not isinstance(source, str | os.PathLike):
+        return False
+    path = os.fspath(source)
+    if "://" not in path and not os.path.isdir(path):
+        return False
+    try:
+        return tf.io.gfile.exists(f"{path.rstrip('/')}/{SHARD_MANIFEST}")
+    except tf.errors.OpError:
+        return False
+
+
+def read_manifest(root: str) -> dict[str, Any]:
+    """The manifest of a shard folder, checked: its format, and every listed shard present at its size."""
+    import json
+
+    path = f"{root.rstrip('/')}/{SHARD_MANIFEST}"
+    try:
+        with tf.io.gfile.GFile(path, "r") as f:
+            manifest = json.loads(f.read())
+    except (tf.errors.OpError, ValueError) as err:
+        raise DataError(f"Cannot read the shard manifest {path} ({err}). {received('source', root)}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != SHARD_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else manifest
+        raise DataError(f"{path} is not a tfimgopt shard manifest of format {SHARD_FORMAT}: write the shards again "
+                        f"(tfimgopt data shard). {received('format', found)}")
+    for split in manifest["splits"].values():
+        for entry in split["files"]:
+            shard = f"{root.rstrip('/')}/{entry['name']}"
+            try:
+                size = tf.io.gfile.stat(shard).length
+            except tf.errors.NotFoundError:
+                raise DataError(f"The shard {shard} listed in the manifest is missing. {received('source', root)}"
+                                ) from None
+            if size != entry["bytes"]:
+                raise DataError(f"The shard {shard} has {size:,} bytes, the manifest says {entry['bytes']:,}: it "
+                                f"changed since it was written. {received('source', root)}")
+    return manifest
+
+
+def _load_shards(root, size, channels, seed) -> Splits:
+    """Reads a shard folder: the training files interleaved in parallel (in an order `seed`
+    fixes), the evaluation splits in the order written; images decoded at reduced size."""
+    root = os.fspath(root)
+    manifest = read_manifest(root)
+    stored = tuple(manifest["image_shape"])
+    out_channels = channels or stored[-1]
+    features = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, features)
+        return decode_resized(example["image"], out_channels, size), example["label"]
+
+    def split(name: str) -> tf.data.Dataset:
+        files = [f"{root.rstrip('/')}/{entry['name']}" for entry in manifest["splits"][name]["files"]]
+        if name == "train":
+            files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
+        if not files:
+            return tf.data.Dataset.from_tensor_slices((tf.zeros([0, *size, out_channels], tf.uint8),
+                                                       tf.zeros([0], tf.int64)))
+        if name == "train":  # parallel reads, interleaved in a fixed order
+            ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+                tf.data.TFRecordDataset, cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+        else:  # evaluation splits in the order they were written
+            ds = tf.data.TFRecordDataset(files)
+        # The manifest knows the count: pipelines (epoch lengths, pruning schedules) need it.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(int(manifest["splits"][name]["count"])))
+        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    info = DatasetInfo(
+        name=root, num_classes=len(manifest["class_names"]), image_shape=(size[0], size[1], int(out_channels)),
+        class_names=tuple(manifest["class_names"]),
+        num_examples={name: int(manifest["splits"][name]["count"]) for name in ("train", "val", "test")},
+    )
+    return Splits(split("train"), split("val"), split("test"), info)
+
+
 def _is_arrays(source: Any) -> bool:
     return isinstance(source, Mapping) or (isinstance(source, tuple) and len(source) == 2)
 
@@ -747,7 +832,10 @@ for _source in (
     Source("tfds", "tfds:<name>", lambda s: isinstance(s, str) and s.startswith("tfds:"),
            lambda s, size, ch, val, test, seed, data_dir, try_gcs, download: _load_tfds(
                s[len("tfds:"):], size, ch, val, seed, data_dir, try_gcs, download)),
-    Source("folder", "<folder of class subfolders>", lambda s: isinstance(s, str | os.PathLike) and os.path.isdir(s),
+    Source("shards", "<shard folder (tfimgopt data shard)>", is_shard_folder,
+           lambda s, size, ch, val, test, seed, *_: _load_shards(s, size, ch, seed)),
+    Source("folder", "<folder of class subfolders>",
+           lambda s: isinstance(s, str | os.PathLike) and os.path.isdir(s) and not is_shard_folder(s),
            lambda s, size, ch, val, test, seed, *_: _load_folder(os.fspath(s), size, ch, val, test, seed)),
     Source("arrays", "(images, labels) arrays", _is_arrays,
            lambda s, size, ch, val, test, seed, *_: _load_arrays(s, size, ch, val, test, seed)),

@@ -75,7 +75,8 @@ class DataConfig:
     """Where the images come from and how they are batched."""
 
     source: str = setting("digits", help="digits | tfds:<name> | a folder of class subfolders | a .npz file of "
-                                         "arrays (images/labels or x_train/y_train[/x_test/y_test])",
+                                         "arrays (images/labels or x_train/y_train[/x_test/y_test]) | a shard "
+                                         "folder (tfimgopt data shard; local or gs://)",
                           flags=_on(DATA_COMMANDS, "source"))
     image_size: int | None = setting(None, help="square image size in pixels; null: your model file's input size, "
                                                 "else 32", flags=_on(DATA_COMMANDS, "image-size"))
@@ -110,7 +111,8 @@ class DataConfig:
 
             kind = find_source(self.source)
             _check(kind is not None and kind.name not in IN_MEMORY_SOURCES, "data.source", self.source,
-                   "'digits', 'tfds:<name>', an existing folder of class subfolders or an existing .npz file "
+                   "'digits', 'tfds:<name>', an existing folder of class subfolders, a shard folder or an existing "
+                   ".npz file "
                    "(arrays and tf.data.Dataset objects go to tfimgopt.optimize(model, data))")
         from tfimgopt.data.sources import MAX_IMAGE_SIZE
 
