@@ -235,6 +235,7 @@ def _run_with_link(root):
     out = root / "run"
     (out / "stages").mkdir(parents=True)
     (out / "config.json").write_text("{}")
+    (out / ".tfimgopt-run").write_text("")  # a run folder of ours, as a resumed one would be
     (out / "models").symlink_to(root)
     return _pipeline().run(_pipeline().load_config(overrides=[f"out_dir={out}"]))
 

@@ -100,7 +100,9 @@ def test_single_step_commands_chain(tmp_path, capsys):
     assert "test_accuracy" in capsys.readouterr().out
     pruned = tmp_path / "p.keras"
     assert main(["prune", str(student), "-o", str(pruned), "--sparsity", "0.6", "--epochs", "1", *data]) == 0
-    assert "sparsity: 0.59" in capsys.readouterr().out  # TFMOT rounds per layer
+    # tiny_cnn's classifier holds 640 of its 676 prunable weights: the default policy prunes it to
+    # 60% and keeps the 36-weight first convolution dense.
+    assert "sparsity: 0.5680" in capsys.readouterr().out
     assert main(["quantize", str(pruned), "-o", str(tmp_path / "q.tflite"), "--epochs", "1", *data]) == 0
     assert main(["export", str(pruned), "-o", str(tmp_path / "p.tflite"), "--mode", "int8", *data]) == 0
     assert "passed=True" in capsys.readouterr().out

@@ -45,7 +45,7 @@ def test_round_trip_through_dict():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["train.epoch=3"], r"Unknown key train\.epoch\. Valid keys here: \[.*'epochs'"),
+        (["train.epoch=3"], r"Unknown key train\.epoch\. Did you mean: train\.epochs\? Valid keys here: \[.*'epochs'"),
         (["train.epochs=three"], r"expected int\. Received: train\.epochs='three'"),
         (["train.epochs=0"], r"an int >= 1 for a zoo model, or null\. Received: train\.epochs=0"),
         (["train.model=vgg"], r"a zoo model \(.*\) or your model file \(\.keras\)\. Received: train\.model='vgg'"),
@@ -68,7 +68,8 @@ def test_round_trip_through_dict():
         (["train.strategy=gpu"], r"Received: train\.strategy='gpu'"),
         (["train.augment=sharpen"], r"Received: train\.augment='sharpen'"),
         (["train.augment_spec=[{op: blur}]"], r"Unknown augmentation 'blur'"),
-        (["data.source=/no/such/folder"], r"existing folder of class subfolders or an existing \.npz file .*"
+        (["data.source=/no/such/folder"], r"existing folder of class subfolders, a shard folder or an existing \.npz "
+                                          r"file .*"
                                           r"Received: data\.source='/no/such"),
         (["data.unlabelled_folder=/no/such"], r"Received: data\.unlabelled_folder='/no/such'"),
         (["data.unlabelled_fraction=1"], r"Received: data\.unlabelled_fraction=1"),

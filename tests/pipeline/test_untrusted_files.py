@@ -96,7 +96,8 @@ def test_a_run_folder_holding_a_link_is_refused_and_nothing_outside_is_written(w
     out, outside = tmp_path / "run", tmp_path / "outside"
     outside.mkdir()
     (out / "stages").mkdir(parents=True)
-    (out / "config.json").write_text("{}")  # a folder of ours, as a resumed one would be
+    (out / "config.json").write_text("{}")
+    (out / ".tfimgopt-run").write_text("")  # a folder of ours, as a resumed one would be
     link = out / where
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.exists():

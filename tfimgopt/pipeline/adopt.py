@@ -74,6 +74,12 @@ class UserModel:
     def label(self) -> str:
         return f"your model ({os.path.basename(os.path.normpath(self.source))})"
 
+    def report(self, baseline: dict[str, Any], input_range: str) -> dict[str, Any]:
+        """The report's `your_model` entry: what came in, how it measured, what goes back."""
+        return {"source": self.source, "keras3": self.keras3, "softmax": self.softmax,
+                "input_shape": list(self.input_shape), "test_accuracy": baseline["test_accuracy"],
+                "input_range": input_range}
+
 
 def load_user_model(path: str, *, safe_mode: bool = True, what: str = "train.model") -> UserModel:
     """Loads the user's model file for a run: safe mode unless asked, Keras 3 converted, logits.

@@ -259,10 +259,7 @@ def _report(ctx: RunContext, records: _Records, by_key: dict[str, dict[str, Any]
             if entry.get("metadata"):
                 with_metadata.append(name)
     report = {
-        **({"your_model": {"source": ctx.user.source, "keras3": ctx.user.keras3, "softmax": ctx.user.softmax,
-                           "input_shape": list(ctx.user.input_shape),
-                           "test_accuracy": by_key["baseline"]["test_accuracy"],
-                           "input_range": config.data.input_range}} if ctx.user is not None else {}),
+        **({"your_model": ctx.user.report(by_key["baseline"], config.data.input_range)} if ctx.user else {}),
         "settled": ctx.notes,
         "dataset": {"name": info.name, "num_classes": info.num_classes, "image_shape": list(info.image_shape),
                     "num_examples": dict(info.num_examples), "unlabelled": ctx.data.num_unlabelled},
