@@ -94,6 +94,7 @@ def _fit_two_steps(model, x, y, callbacks=()):
     model.fit(x, y, batch_size=len(x) // 2, epochs=1, verbose=0, callbacks=list(callbacks))
 
 
+@pytest.mark.slow  # 30-90 s a model: the chain runs in CI, not in the fast tier
 @pytest.mark.parametrize("name", list(MODELS))
 def test_keras3_model_converts_prunes_trains_quantization_aware_and_exports_int8(name):
     from tfimgopt.compress import prune, quantize_aware, strip

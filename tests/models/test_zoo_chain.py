@@ -14,6 +14,7 @@ from tfimgopt.models import create_model
 EDGE = ["mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"]
 
 
+@pytest.mark.slow  # 50-80 s a backbone: the chain runs in CI, not in the fast tier
 @pytest.mark.parametrize("name", EDGE)
 def test_edge_backbone_prunes_trains_quantization_aware_and_exports_int8(name):
     from tfimgopt.compress import prune, quantize_aware, strip
