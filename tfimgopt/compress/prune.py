@@ -235,9 +235,10 @@ def prune(
         if pruned_too:
             sizes = {layer.name: _prunable_size(layer) for layer in candidates}
             share = sum(sizes[name] for name in pruned_too) / max(sum(sizes.values()), 1)
-            logger.warning("pruning: %s, which the default policy leaves dense, hold(s) %.0f%% of the prunable "
-                           "weights, so it is pruned too (pass skip=[...] to choose yourself)",
-                           ", ".join(pruned_too), 100 * share)
+            logger.warning("pruning: %s %s pruned too: the default policy leaves %s dense, but %s %.0f%% of the "
+                           "prunable weights (pass skip=[...] to choose yourself)", ", ".join(pruned_too),
+                           "is" if len(pruned_too) == 1 else "are", "it" if len(pruned_too) == 1 else "them",
+                           "it holds" if len(pruned_too) == 1 else "they hold", 100 * share)
 
     if schedule == "polynomial":
         pruning_schedule = _SPARSITY.PolynomialDecay(
