@@ -316,9 +316,8 @@ CLI_CASES = [
     (["run", "missing.yaml"], "missing.yaml"),
     (["evaluate", "nothing.tflite"], "nothing.tflite"),
     (["export", "m.keras", "-o", "out.tflite", "--mode", "int2"], "invalid choice: 'int2' (choose from 'dynamic'"),
-    (["run", "--model", "mobilenet"],
-     "a zoo model (compact_cnn, efficientnet_b0, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small, resnet50, "
-     "small_cnn, tiny_cnn) or your model file (.keras) (did you mean: mobilenet_v2"),
+    # (the zoo's list grows with models other tests register: the fragment leaves it out)
+    (["run", "--model", "mobilenet"], "or your model file (.keras) (did you mean: mobilenet_v2"),
     (["run", "--model", "mine.keras"], "an existing model file"),
     (["export", "m.keras", "-o", "out.tflite"], "m.keras"),
     (["augment-preview", "--policy", "[{op: random_hue, factor: 2}]"], "factor=2"),
