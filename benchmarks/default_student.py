@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from tfimgopt.pipeline import load_config  # noqa: E402
 from tfimgopt.pipeline.context import load_model, test_accuracy  # noqa: E402
 from tfimgopt.pipeline.data import prepare_data  # noqa: E402
-from tfimgopt.pipeline.stages.distill import distil  # noqa: E402
+from tfimgopt.pipeline.stages.distill import train_student  # noqa: E402
 
 COMPACT = ["distill.student=compact_cnn", 'distill.student_options={"filters": 16}']
 TINY = ["distill.student=tiny_cnn", 'distill.student_options={"filters": 16}']
@@ -57,7 +57,7 @@ def main() -> None:
             config = load_config(overrides=[f"seed={seed}", *CANDIDATES[name]])
             began = time.time()
             with tempfile.TemporaryDirectory() as work:
-                student, *_ = distil(config, data, teacher, work, log=lambda *_: None)
+                student, *_ = train_student(config, data, teacher, work, log=lambda *_: None)
             accuracy = test_accuracy(student, data.test)
             rows.setdefault(name, []).append(accuracy)
             print(f"{name} seed {seed}: params {student.count_params():,} val {test_accuracy(student, data.val):.4f} "

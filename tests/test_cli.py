@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tfimgopt.cli import main
 from tfimgopt.compat import keras
 
@@ -90,6 +92,7 @@ def test_augment_preview_writes_png(tmp_path, capsys):
     assert "Unknown augmentation 'sharpen'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_single_step_commands_chain(tmp_path, capsys):
     data = ["--image-size", "8", "--set", "export.latency_runs=2", "--set", "export.num_calibration=16"]
     teacher, student = tmp_path / "t.keras", tmp_path / "s.keras"
@@ -112,6 +115,7 @@ def test_single_step_commands_chain(tmp_path, capsys):
     assert "must end in .tflite" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_prune_structured_removes_channels(tmp_path, capsys):
     from tfimgopt.models import create_model
 

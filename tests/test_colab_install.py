@@ -79,6 +79,7 @@ def calls(log):
     return [call for call in found if call[:1] != ["check"]]
 
 
+@pytest.mark.slow
 def test_outside_colab_the_cell_installs_nothing(tmp_path, fake_pip):
     proc = run_cell(tmp_path, {}, fake_pip[0])
     assert proc.returncode == 0, proc.stderr

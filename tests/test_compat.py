@@ -1,8 +1,11 @@
 """The Keras-choice module: Keras 2 from tf_keras, with no process-wide change to what `tf.keras` means."""
 
+import pytest
+
 from tests.helpers import run_python
 
 
+@pytest.mark.slow
 def test_keras2_comes_from_tf_keras_and_tf_keras_keeps_meaning_keras3():
     proc = run_python(
         "import os, subprocess, sys\n"
@@ -23,6 +26,7 @@ def test_keras2_comes_from_tf_keras_and_tf_keras_keeps_meaning_keras3():
     assert "CHILD {'TF_USE_LEGACY_KERAS': None, 'TF_CPP_MIN_LOG_LEVEL': None}" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_project_that_used_tf_keras_as_keras3_first_can_still_prune_and_quantize():
     proc = run_python(
         "import os\n"
@@ -43,6 +47,7 @@ def test_a_project_that_used_tf_keras_as_keras3_first_can_still_prune_and_quanti
     assert "OK tf_keras keras._tf_keras.keras" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_project_that_asked_for_keras2_keeps_it():
     proc = run_python(
         "import tensorflow as tf\n"
@@ -54,6 +59,7 @@ def test_a_project_that_asked_for_keras2_keeps_it():
     assert "BOUND tf_keras" in proc.stdout
 
 
+@pytest.mark.slow
 def test_import_tfimgopt_is_cheap_and_its_public_names_load_on_first_use():
     proc = run_python(
         "import sys, tfimgopt\n"

@@ -39,7 +39,7 @@ def test_docstring_examples_run(name, namespace, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     module = importlib.import_module(name)
     extra = dict(namespace)
-    if name in ("tfimgopt.compress.keras3", "tfimgopt.keras3"):
+    if name == "tfimgopt.keras3":
         import keras as keras3
 
         extra["keras3_model"] = keras3.Sequential([

@@ -19,7 +19,7 @@ GOOD = {
 def problems(**changes):
     versions = {**GOOD, **{k.replace("_", "-"): v for k, v in changes.items() if k not in ("tpu", "gencode")}}
     return find_problems(versions, python=(3, 13), tpu_visible=changes.get("tpu", False),
-                         gencode=changes.get("gencode", "6.31.1"), legacy_keras_env="1")
+                         gencode=changes.get("gencode", "6.31.1"))
 
 
 def test_a_good_colab_like_stack_has_no_findings():
@@ -71,7 +71,7 @@ def test_pip_check_conflicts_involving_our_dependencies_are_picked(monkeypatch):
 def test_mismatched_tf_keras_python_and_keras3_env_are_named():
     assert "tf-keras 2.21.0 does not match TensorFlow 2.20.0" in problems(tf_keras="2.21.0")[0].problem
     versions = dict(GOOD)
-    found = find_problems(versions, python=(3, 10), tpu_visible=False, gencode="", legacy_keras_env="0")
+    found = find_problems(versions, python=(3, 10), tpu_visible=False, gencode="")
     text = " ".join(map(str, found))
     assert "Python 3.10 is outside the supported 3.11-3.13" in text
     assert "TF_USE_LEGACY_KERAS" not in text  # Keras 3 in tf.keras is fine: Keras 2 comes from tf_keras
@@ -127,6 +127,7 @@ def test_libtpu_too_new_on_a_tpu_host_stops_before_tensorflow_aborts(tmp_path):
     assert "Fix: pip install 'libtpu>=" in proc.stderr
 
 
+@pytest.mark.slow
 def test_doctor_reports_versions_devices_strategy_and_precision():
     proc = subprocess.run([sys.executable, "-m", "tfimgopt", "doctor"], capture_output=True, text=True,
                           timeout=120, env={**os.environ, **NO_TPU})
@@ -149,6 +150,7 @@ def test_doctor_names_a_fatal_install_without_importing_tensorflow(tmp_path):
     assert "devices" in proc.stdout and "(TensorFlow not imported)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_doctor_in_a_process_where_keras3_was_bound_first_is_fine():
     proc = run_python(
         "import os\n"

@@ -15,7 +15,7 @@ from tfimgopt.compat import keras, tf
 from tfimgopt.compress import get_technique, list_techniques
 from tfimgopt.data import find_source, list_sources
 from tfimgopt.errors import ConfigError
-from tfimgopt.export import get_exporter, list_exporters
+from tfimgopt.export import Artifact, get_exporter, list_exporters
 from tfimgopt.models import create_model, list_models
 from tfimgopt.pipeline import RunConfig, get_stage, list_stages, load_config
 from tfimgopt.pipeline.stages import fingerprint
@@ -141,7 +141,11 @@ def test_every_model_has_example_arguments():
     assert shipped <= set(MODEL_ARGS), "add the new model's test arguments to MODEL_ARGS"
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "resnet50" else n
+#: Zoo models whose build + save + convert takes more than ~5 s on 2 cores: the slow tier's.
+BIG_MODELS = ("resnet50", "efficientnet_b0", "mobilenet_v2", "mobilenet_v3_large")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG_MODELS else n
                                   for n in sorted(MODEL_ARGS)])
 def test_model_saves_loads_and_exports_to_float32_tflite(name, tmp_path):
     from tfimgopt.pipeline import load_model
@@ -153,9 +157,8 @@ def test_model_saves_loads_and_exports_to_float32_tflite(name, tmp_path):
     model.save(path)
     np.testing.assert_allclose(load_model(path)(x, training=False).numpy(), model(x, training=False).numpy(),
                                rtol=1e-6, atol=1e-6)
-    exporter = get_exporter("float32")
-    blob = exporter.export(model, str(tmp_path / "m.tflite"))
-    assert exporter.verify(blob, model, x, num_samples=4)["passed"]
+    artifact = get_exporter("float32").export(model, str(tmp_path / "m.tflite"))
+    assert artifact.verify(model, x, num_samples=4)["passed"]
 
 
 # --- exporters ----------------------------------------------------------------------------
@@ -172,17 +175,48 @@ def small_model_and_data():
 
 
 @pytest.mark.parametrize("name", list_exporters())
-def test_exporter_writes_verifies_and_measures(name, small_model_and_data, tmp_path):
+def test_exporter_writes_an_artifact_that_verifies_measures_and_hashes_itself(name, small_model_and_data, tmp_path):
+    from tfimgopt.export import open_artifact
+
+    model, calibration, test = small_model_and_data
+    exporter = get_exporter(name)
+    path = str(tmp_path / exporter.artifact_path("m"))
+    os.makedirs(os.path.dirname(path))
+    artifact = exporter.export(model, path, calibration=calibration if exporter.needs_calibration else None,
+                               num_calibration=16, metadata=None)
+    assert isinstance(artifact, Artifact) and artifact.path == path and artifact.mode == name
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]  # written atomically: no leftovers
+    on_disk = sum(os.path.getsize(f) for f in artifact.files())
+    assert artifact.sizes()["size_bytes"] == on_disk > 0 and 0 < artifact.sizes()["gzip_bytes"]
+    check = artifact.verify(model, test, num_samples=16)
+    assert check["passed"] and check["criterion"], check
+    measured = artifact.measure(test, latency_runs=2, warmup=1)
+    keras_accuracy = float((model.predict(test, verbose=0).argmax(1) == np.concatenate(
+        [np.asarray(y) for _, y in test])).mean())
+    assert abs(measured["accuracy"] - keras_accuracy) <= 0.1 and measured["latency_ms_median"] > 0
+    x = next(iter(test))[0].numpy()[:4]
+    reopened = exporter.open(path)
+    np.testing.assert_allclose(reopened.predict(x), artifact.predict(x), rtol=1e-6, atol=1e-6)
+    digest = artifact.sha256()
+    assert reopened.sha256() == digest and len(digest) == 64
+    assert type(open_artifact(path, name)) is type(artifact)
+    with open(artifact.files()[-1], "ab") as f:  # one changed byte in any of its files changes its hash
+        f.write(b"\0")
+    assert exporter.open(path).sha256() != digest
+
+
+@pytest.mark.parametrize("name", [
+    n if type(get_exporter(n).open("x")).predict_isolated is not Artifact.predict_isolated
+    else pytest.param(n, marks=pytest.mark.slow)  # the generic child imports TensorFlow (~10 s)
+    for n in list_exporters()])
+def test_exporter_artifact_runs_in_a_child_process_with_the_same_outputs(name, small_model_and_data, tmp_path):
     model, calibration, test = small_model_and_data
     exporter = get_exporter(name)
     path = str(tmp_path / f"m{exporter.suffix}")
-    blob = exporter.export(model, path, calibration if exporter.needs_calibration else None, num_calibration=16)
-    assert os.path.getsize(path) == len(blob) > 0
-    check = exporter.verify(blob, model, test, num_samples=16)
-    assert check["passed"] and check["criterion"]
-    measured = exporter.evaluate(path, test, latency_runs=2)
-    assert measured["size_bytes"] == len(blob) and 0.0 <= measured["accuracy"] <= 1.0
-    assert measured["latency_ms_median"] > 0
+    artifact = exporter.export(model, path, calibration=calibration if exporter.needs_calibration else None,
+                               num_calibration=16)
+    x = next(iter(test))[0].numpy()[:3]
+    np.testing.assert_allclose(artifact.predict_isolated(x), artifact.predict(x), rtol=1e-6, atol=1e-6)
 
 
 # --- compression techniques ------------------------------------------------------------------

@@ -43,6 +43,8 @@ _LAZY = {
     "register_model": "tfimgopt.models",
     "train": "tfimgopt.training",
     "doctor": "tfimgopt.doctor",
+    "load_plugin": "tfimgopt._plugins",
+    "load_model": "tfimgopt.models",
     "optimize": "tfimgopt.pipeline.optimize",
     "RunReport": "tfimgopt.pipeline.optimize",
 }
@@ -76,6 +78,8 @@ __all__ = [
     "list_sources",
     "list_strategies",
     "load_dataset",
+    "load_model",
+    "load_plugin",
     "optimize",
     "register_model",
     "tf",

@@ -123,6 +123,13 @@ def sha256_tree(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def tree_bytes(path: str | os.PathLike) -> int:
+    """Size of a file, or the total size of a folder's files."""
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(folder, n)) for folder, _, names in os.walk(path) for n in names)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Writes `text` (UTF-8) to `path` atomically."""
     write_bytes(path, text.encode("utf-8"))
@@ -163,7 +170,7 @@ def safe_join(root: str | os.PathLike, name: str) -> str:
 
 
 # The folders a run writes into; only these (and the run folder's own top level) are swept.
-RUN_SUBFOLDERS = ("models", "tflite", "plots", "stages", "work")
+RUN_SUBFOLDERS = ("models", "tflite", "exports", "plots", "stages", "work")
 RUN_MARKER = ".tfimgopt-run"
 _LOCK = ".tfimgopt.lock"
 

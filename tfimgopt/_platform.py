@@ -47,9 +47,6 @@ SUPPORTED_TF = ("2.20", "2.21")
 LIBTPU_RANGES = {"2.20": ("0.0.14", "0.0.32")}
 LIBTPU_TF_INDEX = "https://storage.googleapis.com/libtpu-tf-releases/index.html"
 
-# Values of TF_USE_LEGACY_KERAS that ask TensorFlow for Keras 2 (what TFMOT needs).
-LEGACY_KERAS_VALUES = ("1", "true", "True")
-
 # Environment variables through which runtimes announce a TPU.
 TPU_ENV_VARS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ADDRESS", "KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS")
 
@@ -128,7 +125,6 @@ def find_problems(
     python: tuple[int, int] | None = None,
     tpu_visible: bool | None = None,
     gencode: str | None = None,
-    legacy_keras_env: str | None = None,
 ) -> list[Finding]:
     """Every known-bad combination among the given versions (a pure function, for tests).
 
@@ -137,8 +133,6 @@ def find_problems(
         python: (major, minor) of the interpreter; default: this one.
         tpu_visible: Whether this host shows a TPU; default: `bool(tpu_hints())`.
         gencode: The protobuf version tensorflow-metadata needs; default: read it.
-        legacy_keras_env: Ignored (kept for callers): tfimgopt takes Keras 2 from `tf_keras`
-            directly, so whichever Keras `tf.keras` means in this process does not matter.
 
     Returns:
         A list of `Finding`s, empty when nothing known is wrong.
@@ -297,7 +291,7 @@ def check_before_tensorflow_import() -> list[Finding]:
     visible = bool(tpu_hints())
     if os.environ.get("TPU_LOAD_LIBRARY") == "0":
         visible = False  # libtpu will not be loaded, so its version cannot abort the import
-    found = find_problems(versions, tpu_visible=visible, gencode="", legacy_keras_env="")
+    found = find_problems(versions, tpu_visible=visible, gencode="")
     backend = keras_backend_problem()
     if backend is not None:
         found.append(backend)

@@ -182,8 +182,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from tfimgopt.pipeline.steps import verify_run
 
     result = verify_run(args.run_dir)
-    print(f"{args.run_dir}: OK ({result['artifacts']} artifacts re-hashed, {result['tflite_rerun']} TFLite files "
-          "re-run in LiteRT with the recorded outputs)")
+    print(f"{args.run_dir}: OK ({result['artifacts']} artifacts re-hashed, {result['rerun']} exported files "
+          "re-run, outputs as recorded)")
     return 0
 
 
@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's start-up and the converter's logs, and Keras's line per epoch")
+    shared.add_argument("--plugin", action="append", metavar="FILE.py|MODULE", default=[],
+                        help="import your own exporters, techniques, stages or models first (repeatable); "
+                             "their names are then valid everywhere")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_parser = sub.add_parser
 
@@ -287,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--mode", default="float32", choices=_Choices(CHOICES["exporters"]), metavar="MODE",
                    help="exporter (default float32); one of: %(choices)s")
-    step("evaluate", "accuracy of a .keras model, or accuracy/latency/size of a .tflite model", _cmd_evaluate)
+    step("evaluate", "accuracy of a .keras model, or accuracy/latency/size of an exported one (.tflite, SavedModel)",
+         _cmd_evaluate)
 
     p = sub.add_parser("data", help="data tools: `data shard` writes resized TFRecord shards for big data")
     data_sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
@@ -309,14 +313,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="versions, devices, the strategy and precision `auto` picks, known-bad installs")
     p.set_defaults(fn=_cmd_doctor)
 
-    p = sub.add_parser("verify", help="re-hash a run folder's artifacts and re-run its TFLite files")
+    p = sub.add_parser("verify", help="re-hash a run folder's artifacts and re-run its exported files")
     p.add_argument("run_dir", help="a folder written by tfimgopt run")
     p.set_defaults(fn=_cmd_verify)
     return parser
 
 
+def _plugins_in(argv: Sequence[str]) -> list[str]:
+    """The `--plugin` values, read before parsing: a plugin's names (e.g. an exporter for
+    `--mode`) must be registered when argparse checks the choices."""
+    found, args = [], list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--plugin" and i + 1 < len(args):
+            found.append(args[i + 1])
+        elif arg.startswith("--plugin="):
+            found.append(arg.partition("=")[2])
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tfimgopt` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    plugins = _plugins_in(argv)
+    if plugins:
+        from tfimgopt._plugins import load_plugin
+        from tfimgopt.errors import TfimgoptError
+
+        try:
+            for plugin in plugins:
+                load_plugin(plugin)
+        except TfimgoptError as err:
+            print(f"tfimgopt: error: {err}", file=sys.stderr)
+            return 2
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # argparse printed the usage error (or --help): return its status

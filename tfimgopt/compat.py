@@ -12,7 +12,6 @@ from __future__ import annotations
 import warnings
 
 from tfimgopt import _platform
-from tfimgopt.errors import KerasVersionError
 
 # A too-new libtpu would abort `import tensorflow`, and a TPU build on a host without a TPU
 # would make it wait for TPU workers: both are settled here, before TensorFlow loads.
@@ -34,12 +33,4 @@ def is_keras3(obj: object) -> bool:
                for c in type(obj).__mro__)
 
 
-def name_counters() -> dict:
-    """tf_keras's counters behind automatic layer names ("conv2d", "conv2d_1"), keyed
-    `(namespace, prefix)`; tf_keras has no public accessor for them."""
-    from tf_keras.src import backend
-
-    return backend.get_default_graph_uid_map()
-
-
-__all__ = ["KERAS_VERSION", "KerasVersionError", "is_keras3", "keras", "name_counters", "tf"]
+__all__ = ["KERAS_VERSION", "is_keras3", "keras", "tf"]

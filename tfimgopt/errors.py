@@ -27,7 +27,9 @@ class StrategyError(TfimgoptError, RuntimeError):
 
 
 class KerasVersionError(TfimgoptError, RuntimeError):
-    """TensorFlow is bound to Keras 3 in this process (or the environment asks for it); tfimgopt needs Keras 2."""
+    """Deprecated, never raised: tfimgopt takes Keras 2 from `tf_keras` whatever `tf.keras`
+    means in the process, so a Keras 3 `tf.keras` is no longer an error. Kept so that old
+    `except KerasVersionError` clauses still import."""
 
 
 class TrainingError(TfimgoptError, RuntimeError):

@@ -1,14 +1,14 @@
 """tfimgopt augmentation as a Keras 3 layer, for Keras 3 `Sequential` / functional models.
 
-Importing this module imports Keras 3 and registers `AugmentationLayer` with Keras 3's
+Importing this module imports Keras 3 and registers `Keras3Augmentation` with Keras 3's
 serialization (package "tfimgopt"), so a saved Keras 3 model holding one loads after
 `import tfimgopt.keras3_layers`. It needs Keras 3's TensorFlow backend: the augmentation
 is TensorFlow ops.
 
 Example:
     >>> import keras
-    >>> from tfimgopt.keras3_layers import AugmentationLayer
-    >>> model = keras.Sequential([keras.Input((32, 32, 3)), AugmentationLayer("default", seed=0),
+    >>> from tfimgopt.keras3_layers import Keras3Augmentation
+    >>> model = keras.Sequential([keras.Input((32, 32, 3)), Keras3Augmentation("default", seed=0),
     ...                           keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(8, 3)])
 """
 
@@ -20,8 +20,8 @@ from tfimgopt.compat import keras as tf_keras
 from tfimgopt.errors import ConfigError
 
 
-@keras.saving.register_keras_serializable(package="tfimgopt")
-class AugmentationLayer(keras.layers.Layer):
+@keras.saving.register_keras_serializable(package="tfimgopt", name="AugmentationLayer")  # the name files hold
+class Keras3Augmentation(keras.layers.Layer):
     """A tfimgopt augmentation chain (policy name, spec or `Augmentation`) as a Keras 3 layer.
 
     Active in `fit` (and when called directly), a pass-through in `predict`/`evaluate`,
@@ -68,3 +68,8 @@ class AugmentationLayer(keras.layers.Layer):
         config.update(spec=tf_keras.layers.serialize(self.augmentation), seed=self.seed,
                       value_range=list(self.value_range))
         return config
+
+
+#: The name this layer had (it is not `tfimgopt.augment.AugmentationLayer`, the tf_keras base
+#: of the augmentation ops); files saved with it load as `Keras3Augmentation`.
+AugmentationLayer = Keras3Augmentation

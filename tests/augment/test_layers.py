@@ -201,6 +201,7 @@ def test_cutmix_label_weights_equal_pasted_area():
         np.testing.assert_allclose(shares, mixed.numpy()[i], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_policies_are_deterministic_with_a_seed_and_vary_without():
     images = _images(8, 16)
     for name in ["default", "randaugment", "augmix"]:
@@ -225,6 +226,7 @@ def test_pipeline_batches_are_identical_across_runs_and_differ_across_epochs(dig
     assert not np.array_equal(first[0], first[1])
 
 
+@pytest.mark.slow
 def test_augmented_pipeline_graph_has_no_python_ops(digits16):
     from tfimgopt.data import build_pipeline
 
@@ -270,6 +272,7 @@ def test_placement_auto_is_data_on_cpu_and_split_keeps_label_ops_in_data(mirrore
     assert [type(x).__name__ for x in model.steps] == ["RandomFlip"]
 
 
+@pytest.mark.slow
 def test_model_placement_trains_saves_and_loads(tmp_path):
     from tfimgopt.models import create_model
 
@@ -307,6 +310,7 @@ def test_pipeline_switches_to_one_hot_for_label_mixing(digits16):
         build_pipeline(digits16.train, 8, training=True, augment=mix)
 
 
+@pytest.mark.slow
 def test_model_placement_trains_under_two_replicas(mirrored):
     from tfimgopt.models import create_model
 

@@ -27,6 +27,7 @@ def mobilenet_v2():
     return create_model("mobilenet_v2", (32, 32, 3), 10, alpha=0.35)
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_groups_follow_depthwise_convolutions_and_residual_adds(mobilenet_v2):
     graph = ChannelGraph(mobilenet_v2)
     expand = graph.group_of("block_1_expand")  # expand -> BN -> ReLU6 -> depthwise -> BN -> ReLU6 -> project
@@ -47,6 +48,7 @@ def test_mobilenet_v2_groups_follow_depthwise_convolutions_and_residual_adds(mob
     assert graph.group_of("image").locked == "a model input"
 
 
+@pytest.mark.slow
 def test_resnet50_groups_join_every_branch_of_a_residual_stage():
     graph = ChannelGraph(create_model("resnet50", (32, 32, 3), 10))
     stage = graph.group_of("conv2_block1_0_conv")  # the projection shortcut
@@ -95,6 +97,7 @@ def _concat_model():
     return keras.Model(inputs, keras.layers.Dense(4, name="classifier")(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [
     lambda: create_model("small_cnn", (16, 16, 1), 10, width=8, dense=32),  # Sequential, Flatten -> Dense
     lambda: create_model("mobilenet_v2", (32, 32, 3), 10, alpha=0.35),  # depthwise, residual adds
@@ -177,6 +180,7 @@ def test_global_scope_prunes_more_where_channels_matter_less():
     assert prune_channels(model, 0.5, keep=["even"]).report["channels"] == {"skewed": [4, 2]}
 
 
+@pytest.mark.slow
 def test_prune_and_finetune_in_rounds_resumes_and_runs_under_a_strategy(tmp_path, mirrored):
     rng = np.random.default_rng(0)
     x, y = rng.uniform(0, 255, (64, 8, 8, 1)).astype("float32"), rng.integers(0, 3, 64)

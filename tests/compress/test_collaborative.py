@@ -56,6 +56,7 @@ def _int8_kernels(blob):
     return kernels
 
 
+@pytest.mark.slow
 def test_cluster_leaves_at_most_n_values_per_kernel_and_the_original_untouched(trained_cnn, batches, test_batches):
     before = [w.copy() for w in trained_cnn.get_weights()]
     wrapped, names = cluster(trained_cnn, 16)
@@ -74,6 +75,7 @@ def test_cluster_leaves_at_most_n_values_per_kernel_and_the_original_untouched(t
     assert accuracy >= trained_cnn.evaluate(test_batches, verbose=0)[1] - 0.03
 
 
+@pytest.mark.slow
 def test_clustering_a_pruned_model_keeps_its_zeros(pruned_clustered):
     clustered, names, pruned_layers = pruned_clustered
     report = sparsity_report(clustered)["layers"]
@@ -82,6 +84,7 @@ def test_clustering_a_pruned_model_keeps_its_zeros(pruned_clustered):
         assert report[name]["sparsity"] >= 0.79 and counts[name] <= 8, (name, report[name], counts[name])
 
 
+@pytest.mark.slow
 def test_pcqat_int8_file_keeps_zeros_and_at_most_n_values_per_channel(pruned_clustered, batches, images16):
     clustered, names, pruned_layers = pruned_clustered
     qat = quantize_aware(clustered, preserve=("sparsity", "clusters"), calibration_data=images16)

@@ -77,6 +77,7 @@ def _is_m_by_n(kernel, m, n):
     return bool(((blocks == 0).sum(-1) >= m).all())
 
 
+@pytest.mark.slow
 def test_two_by_four_pattern_holds_in_every_block(trained_cnn, batches):
     pruned = prune(_clone(trained_cnn), 0.5, m_by_n=(2, 4), schedule="constant", frequency=1, skip=())
     assert "1 input channels" in pruned.skipped_layers["conv1"]
@@ -89,6 +90,7 @@ def test_two_by_four_pattern_holds_in_every_block(trained_cnn, batches):
     assert not _is_m_by_n(stripped.get_layer("conv2").kernel.numpy() + 1.0, 2, 4)  # the check can fail
 
 
+@pytest.mark.slow
 def test_pqat_keeps_zeros(trained_cnn, batches):
     pruned = prune(_clone(trained_cnn), 0.8, schedule="constant", frequency=1)
     _fit(pruned.model, batches, pruned.callbacks)
@@ -100,7 +102,9 @@ def test_pqat_keeps_zeros(trained_cnn, batches):
     for name in pruned.pruned_layers:
         assert after[name]["zeros"] >= zeros_before[name]["zeros"], name
         assert after[name]["sparsity"] >= 0.79
-    plain = quantize_aware(stripped, preserve_sparsity=False)
+    plain = quantize_aware(stripped, preserve=())
+    with pytest.deprecated_call(match=r"preserve=\(\)"):
+        quantize_aware(stripped, preserve_sparsity=False)
     _fit(plain, batches, [], lr=1e-2)
     # Without PQAT zeros come back: in the kernel the int8 file gets (the fake-quantized one, where
     # small regrown weights still round to 0) fewer than PQAT's 79% stay (measured 76%).
@@ -192,6 +196,7 @@ def test_subclassed_and_keras3_models_rejected_with_advice():
 
 
 
+@pytest.mark.slow
 def test_pruned_layers_are_those_tfmot_really_makes_sparse():
     """MobileNetV2's depthwise convolutions are wrapped by TFMOT but never pruned: not listed."""
     from tfimgopt.compress.prune import prunable_weight_names

@@ -18,6 +18,7 @@ def _arrays():
     return images, np.arange(60) % 3
 
 
+@pytest.mark.slow
 def test_shards_round_trip_images_labels_class_names_and_counts(tmp_path):
     images, labels = _arrays()
     source = {"train": (images[:40], labels[:40]), "test": (images[40:], labels[40:]), "class_names": ["a", "b", "c"]}

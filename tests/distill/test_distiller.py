@@ -111,6 +111,7 @@ def _one_step(strategy, x, y, jit_compile=False):
     return student.get_weights()
 
 
+@pytest.mark.slow
 def test_two_replicas_give_the_single_device_update(mirrored):
     x, y = _batch(8)
     single = _one_step(tf.distribute.get_strategy(), x, y)
@@ -119,6 +120,7 @@ def test_two_replicas_give_the_single_device_update(mirrored):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_train_step_compiles_with_xla():
     x, y = _batch(8)
     eager = _one_step(tf.distribute.get_strategy(), x, y)

@@ -176,6 +176,7 @@ def _one_step(strategy, x, y, jit_compile=False, precompute=False):
     return student.get_weights() + [p.kernel.numpy() for p in distiller.projections]
 
 
+@pytest.mark.slow
 def test_feature_distillation_two_replicas_xla_and_precomputed_logits_give_the_same_update(mirrored):
     x, y = _batch(8)
     single = _one_step(tf.distribute.get_strategy(), x, y)

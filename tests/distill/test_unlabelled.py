@@ -56,6 +56,7 @@ def _one_masked_step(strategy, x, y):
     return student.get_weights()
 
 
+@pytest.mark.slow
 def test_masked_batch_under_two_replicas_gives_the_single_device_update(mirrored):
     x, y = _batch(8)
     y = _mixed_labels(y)
@@ -113,6 +114,7 @@ def test_distill_trains_a_student_on_a_transfer_set_and_checkpoints_it(digits16,
     assert saved.count_params() == student.count_params()
 
 
+@pytest.mark.slow
 def test_tuner_returns_the_setting_with_the_best_validation_accuracy(digits16, trained_cnn):
     from tfimgopt.models import create_model
 

@@ -116,6 +116,7 @@ def _one_step(strategy, kind, jit_compile=False):
     return [w.numpy() for w in model.trainable_weights]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["classifier", "pruning"])
 def test_two_replicas_give_the_single_device_update(mirrored, kind):
     one = _one_step(tf.distribute.get_strategy(), kind)
@@ -137,6 +138,7 @@ def _initial_weights():
     return [w.numpy() for w in model.trainable_weights]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["classifier", "pruning", "qat"])
 def test_train_steps_compile_with_xla(kind):
     plain = _one_step(tf.distribute.get_strategy(), kind)
@@ -251,6 +253,7 @@ def test_sigkill_mid_training_then_restart_resumes_from_the_backup(tmp_path):
     assert keras.models.load_model(work / "best.keras").output_shape == (None, 10)
 
 
+@pytest.mark.slow
 def test_qat_finetune_builds_and_trains_under_two_replicas(mirrored, digits16):
     from tfimgopt.compress import quantize_and_finetune
     from tfimgopt.data import build_pipeline
@@ -259,7 +262,7 @@ def test_qat_finetune_builds_and_trains_under_two_replicas(mirrored, digits16):
     keras.utils.set_random_seed(0)
     model = create_model("tiny_cnn", digits16.info.image_shape, 10)
     train_ds = build_pipeline(digits16.train.take(64), 16, training=True)
-    qat = quantize_and_finetune(model, train_ds, epochs=1, strategy=mirrored, learning_rate=1e-3, verbose=0)
+    qat, _ = quantize_and_finetune(model, train_ds, epochs=1, strategy=mirrored, learning_rate=1e-3, verbose=0)
     assert any(type(layer).__name__ == "QuantizeWrapperV2" for layer in qat.layers)
     assert all(v.device.endswith("CPU:0") for v in qat.trainable_weights)  # mirrored primaries
     assert any(type(v).__name__ == "MirroredVariable" for v in qat.trainable_weights)

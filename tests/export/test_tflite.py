@@ -94,6 +94,7 @@ def test_evaluate_matches_a_manual_count_and_reports_latency(exported, test_ds):
     assert result["gzip_bytes"] == file_sizes(exported["float32"])["gzip_bytes"] < result["size_bytes"]
 
 
+@pytest.mark.slow
 def test_qat_model_exports_to_int8(trained_cnn, calibration, test_ds, digits16):
     qat = quantize_aware(trained_cnn)
     qat.compile(keras.optimizers.Adam(1e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -141,6 +142,7 @@ def test_corrupt_or_missing_tflite_files(tmp_path, exported):
         TFLiteRunner(str(tmp_path / "missing.tflite"))
 
 
+@pytest.mark.slow
 def test_fast_conversion_writes_what_from_keras_model_writes(trained_cnn, digits16):
     """Our converter (a light tf.Module) against TensorFlow's own Keras path: same file, same signature."""
     import numpy as np
@@ -176,6 +178,7 @@ def test_int16x8_has_int16_activations_and_keeps_float32_accuracy(exported, test
         export_tflite(trained_cnn, "int16x8")
 
 
+@pytest.mark.slow
 def test_sparse_storage_is_smaller_with_equal_outputs_and_auto_keeps_what_litert_runs(trained_cnn, digits16,
                                                                                        calibration, test_ds):
     from tfimgopt.compress import prune, strip

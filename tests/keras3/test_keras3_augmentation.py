@@ -10,7 +10,7 @@ from tfimgopt.augment import augmented_model, create_augmentation, split_augment
 from tfimgopt.compat import keras, tf
 from tfimgopt.data import build_pipeline
 from tfimgopt.errors import ConfigError
-from tfimgopt.keras3_layers import AugmentationLayer
+from tfimgopt.keras3_layers import Keras3Augmentation as AugmentationLayer
 
 
 def _batch(n=8, size=24, seed=0):
@@ -80,6 +80,7 @@ def test_foreign_preprocessing_layers_run_in_a_chain_beside_fused_ops(library):
     assert (flipped | kept).all() and 10 < flipped.sum() < 54  # each image flipped or not, about half flipped
 
 
+@pytest.mark.slow
 def test_keras_cv_policy_runs_in_tf_data_and_keeps_dtype_and_range():
     chain = create_augmentation([keras_cv.layers.RandAugment(value_range=(0, 255), seed=0), "random_flip"], seed=0)
     pipeline = build_pipeline(tf.data.Dataset.from_tensor_slices((_batch(16), np.zeros(16))), 8, training=True,

@@ -103,6 +103,7 @@ def test_nested_augmentation_block_and_backbone_are_flattened_with_equal_outputs
     assert not any(isinstance(layer, keras.Model) for layer in rebuilt.layers)  # flat: TFMOT can rewrite it
 
 
+@pytest.mark.slow
 def test_keras_applications_mobilenet_v2_converts_equal():
     model = keras3.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=5)
     rebuilt = from_keras3(model)

@@ -81,6 +81,7 @@ def test_keras3_model_is_pointed_to_tf_keras():
         create_model(k3)
 
 
+@pytest.mark.slow
 def test_application_batchnorm_momentum_suits_short_training(tmp_path):
     model = create_model("mobilenet_v2", (32, 32, 3), 4, alpha=0.35)
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]

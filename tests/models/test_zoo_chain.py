@@ -63,6 +63,7 @@ def keras_home(tmp_path, monkeypatch):
     return reference, path
 
 
+@pytest.mark.slow
 def test_imagenet_weights_load_through_keras_own_download_code(keras_home, tmp_path):
     reference, path = keras_home
     model = create_model("mobilenet_v3_small", (32, 32, 3), 10, weights="imagenet")
@@ -75,6 +76,7 @@ def test_imagenet_weights_load_through_keras_own_download_code(keras_home, tmp_p
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow
 def test_weights_errors_name_the_problem_and_the_fix(keras_home, tmp_path, monkeypatch):
     import tf_keras.src.applications.mobilenet_v3 as mobilenet_v3
 

@@ -85,7 +85,7 @@ def test_verify_catches_a_flipped_byte_and_a_missing_file(finished_run, tmp_path
     import shutil
 
     out, report = finished_run
-    assert verify_run(str(out))["tflite_rerun"] == len(report["variants"])
+    assert verify_run(str(out))["rerun"] == len(report["variants"])
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     target = copy / "tflite" / "student_int8.tflite"
@@ -99,10 +99,17 @@ def test_verify_catches_a_flipped_byte_and_a_missing_file(finished_run, tmp_path
     assert "plots/accuracy_vs_size.png: missing" in str(err.value)
 
 
+def _artifacts(out):
+    from tfimgopt.export import open_artifact
+
+    report = json.loads((out / "report.json").read_text())
+    return [open_artifact(str(out / v["path"]), v["mode"]) for v in report["variants"]]
+
+
 def test_verify_never_runs_a_file_whose_hash_failed_and_flags_added_files(finished_run, tmp_path, monkeypatch):
     import shutil
 
-    from tfimgopt.pipeline import verify as verify_module
+    from tfimgopt.export import Artifact
 
     out, _ = finished_run
     copy = tmp_path / "copy"
@@ -114,9 +121,11 @@ def test_verify_never_runs_a_file_whose_hash_failed_and_flags_added_files(finish
     (copy / "tflite" / "extra.tflite").write_bytes(b"added later")
     (copy / "report.md").write_text("# edited")
     ran = []
-    real = verify_module.run_isolated
-    monkeypatch.setattr(verify_module, "run_isolated",
-                        lambda path, x: ran.append(os.path.basename(path)) or real(path, x))
+    for cls in {type(a) for a in _artifacts(out)}:  # every artifact class the run's variants use
+        real = cls.predict_isolated
+        monkeypatch.setattr(cls, "predict_isolated", lambda self, x, plugins=(), real=real: ran.append(
+            os.path.basename(self.path)) or real(self, x, plugins))
+    assert all(issubclass(cls, Artifact) for cls in {type(a) for a in _artifacts(out)})
     with pytest.raises(VerificationError) as err:
         verify_run(str(copy))
     text = str(err.value)
@@ -240,11 +249,12 @@ def test_repeated_sigkills_at_random_points_still_end_in_a_verifiable_run(tmp_pa
     done = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    assert verify_run(str(out))["tflite_rerun"] == len(report["variants"]) == 9
+    assert verify_run(str(out))["rerun"] == len(report["variants"]) == 9
     leftovers = [p for p in out.rglob("*") if ".tmp-" in p.name]
     assert not leftovers, leftovers  # no half-written artifact survives
 
 
+@pytest.mark.slow
 def test_a_changed_setting_redoes_its_stage_and_every_later_one_only(finished_run, tmp_path):
     import shutil
 
@@ -330,7 +340,7 @@ def test_a_variant_failing_verification_is_reported_excluded_and_retried(tmp_pat
     report = json.loads((out / "report.json").read_text())
     assert report["failed_variants"] == {} and "baseline_float16" in {r["variant"] for r in report["variants"]}
     assert {p: (out / "tflite" / p).stat().st_mtime_ns for p in kept} == kept  # only the failed one redone
-    assert verify_run(str(out))["tflite_rerun"] == 4
+    assert verify_run(str(out))["rerun"] == 4
 
 
 @pytest.mark.slow
@@ -396,11 +406,12 @@ def test_two_concurrent_runs_one_refuses_and_the_folder_verifies(tmp_path):
     first.stdout.read()
     assert first.wait(timeout=600) == 0
     report = json.loads((out / "report.json").read_text())
-    assert verify_run(str(out))["tflite_rerun"] == len(report["variants"])
+    assert verify_run(str(out))["rerun"] == len(report["variants"])
     history = (out / "work" / "baseline" / "history.csv").read_text().splitlines()
     assert sum(line.startswith("epoch") for line in history) == 1  # one run wrote it
 
 
+@pytest.mark.slow
 def test_clustering_int16x8_and_sparse_storage_are_variants_of_the_run(tmp_path):
     from tfimgopt.export import TFLiteRunner, detect_mode, is_sparse
 
@@ -419,9 +430,17 @@ def test_clustering_int16x8_and_sparse_storage_are_variants_of_the_run(tmp_path)
     assert is_sparse(TFLiteRunner(str(pruned)))  # 80% zeros: stored sparse, the smaller file
     assert rows["pruned_float32"]["size_bytes"] < rows["baseline_float32"]["size_bytes"]
     assert all(v["passed"] for v in report["verification"].values())
-    assert "| clustered_qat_int8 |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| clustered_qat_int8 |" in md
+    # The training table comes from the stage records: every stage that trained has its row.
+    assert [r["stage"] for r in report["training"]] == ["baseline", "prune", "cluster", "qat"]
+    cluster = next(r for r in report["training"] if r["stage"] == "cluster")
+    assert cluster["test_accuracy"] == report["clustered"]["test_accuracy"]
+    assert (f"| cluster | clustered (from pruned) | {cluster['test_accuracy']:.4f} | at most 8 values per kernel, "
+            f"sparsity {report['clustered']['sparsity']:.1%} |") in md
 
 
+@pytest.mark.slow
 def test_channel_pruned_variants_are_smaller_dense_models_that_feed_the_later_techniques(tmp_path):
     from tfimgopt.compat import keras
 
@@ -441,3 +460,7 @@ def test_channel_pruned_variants_are_smaller_dense_models_that_feed_the_later_te
     assert rows["channel_pruned_float32"]["size_bytes"] < rows["baseline_float32"]["size_bytes"]
     assert any(line.startswith("channel_pruned baseline:") and "multiply-adds" in line for line in lines)
     assert all(v["passed"] for v in report["verification"].values())
+    md = (out / "report.md").read_text()
+    assert f"| channel_prune | channel_pruned (from baseline) | {record['test_accuracy']:.4f} | " \
+           f"{record['params_before']:,} -> {record['params_after']:,} parameters" in md
+    assert [r["stage"] for r in report["training"]] == ["baseline", "channel_prune", "prune", "qat"]

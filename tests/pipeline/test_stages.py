@@ -24,6 +24,7 @@ def folder_run(tmp_path_factory):
     return photos, out, overrides, report, lines
 
 
+@pytest.mark.slow
 def test_int8_first_still_measures_against_the_float32_baseline(folder_run):
     _, out, _, report, _ = folder_run
     rows = {r["variant"]: r for r in report["variants"]}
@@ -42,6 +43,7 @@ def test_int8_first_still_measures_against_the_float32_baseline(folder_run):
                                                                   ("baseline", "float32", True)}
 
 
+@pytest.mark.slow
 def test_an_added_image_redoes_every_stage_and_an_unchanged_folder_none(folder_run):
     photos, out, overrides, _, _ = folder_run
     lines = []
@@ -98,7 +100,7 @@ def test_the_data_fingerprint_follows_every_data_setting_and_the_seed(tmp_path):
 
 
 def test_the_baseline_fingerprint_follows_the_bytes_of_its_weights_file(tmp_path):
-    from tfimgopt.pipeline.stages.base import fingerprint, get_stage
+    from tfimgopt.pipeline.stages import fingerprint, get_stage
 
     weights = tmp_path / "pretrained.h5"
     weights.write_bytes(b"first")

@@ -108,6 +108,7 @@ def test_a_run_folder_holding_a_link_is_refused_and_nothing_outside_is_written(w
     assert os.listdir(outside) == []
 
 
+@pytest.mark.slow
 def test_a_changed_model_file_is_not_reused(tmp_path):
     """A finished stage whose file was replaced is redone, and so is everything after it."""
     from tfimgopt.pipeline import run

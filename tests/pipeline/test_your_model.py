@@ -148,6 +148,7 @@ def test_optimize_tf_keras_model_on_a_tf_data_dataset(tmp_path):
     assert {v.name for v in report.variants} == {"baseline_float32", "baseline_int8", "pruned_float32", "pruned_int8"}
 
 
+@pytest.mark.slow
 def test_h5_is_refused_without_unsafe(tmp_path, user_files):
     from tfimgopt.cli import main
 
@@ -209,6 +210,7 @@ def test_input_range_layer_round_trips_for_sequential_and_functional():
     np.testing.assert_allclose(back(x[..., 0]), flat(x[..., 0]), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_student_is_picked_by_parameter_count():
     from tfimgopt.data import DatasetInfo
     from tfimgopt.models import create_model

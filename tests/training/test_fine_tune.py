@@ -89,6 +89,7 @@ def test_a_classifier_behind_augmentation_layers_is_the_one_frozen():
         assert not _changed(before[name], inner, name), name
 
 
+@pytest.mark.slow
 def test_a_finished_phase_one_is_reused_on_a_rerun(tmp_path):
     model = _model()
     first = fine_tune(model, _data(), head_epochs=1, epochs=0, work_dir=str(tmp_path), verbose=0)
@@ -100,6 +101,7 @@ def test_a_finished_phase_one_is_reused_on_a_rerun(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_under_two_replicas(mirrored):
     result = fine_tune(_model, _data(), head_epochs=1, epochs=1, unfreeze=2, strategy=mirrored, verbose=0)
     assert result.unfrozen == ["conv1", "conv2"] and np.isfinite(result.fine_tune_history.history["loss"][-1])

@@ -10,7 +10,6 @@ from tfimgopt.compress.channels import (
     prune_channels_and_finetune,
 )
 from tfimgopt.compress.cluster import cluster, cluster_and_finetune, strip_clustering, unique_values
-from tfimgopt.compress.keras3 import from_keras3
 from tfimgopt.compress.prune import (
     SCHEDULES,
     Pruned,
@@ -23,12 +22,14 @@ from tfimgopt.compress.prune import (
 )
 from tfimgopt.compress.quantize import PRESERVE, QuantizationError, quantize_and_finetune, quantize_aware
 from tfimgopt.compress.techniques import (
+    CompressResult,
     Technique,
     TechniqueResult,
     get_technique,
     list_techniques,
     register_technique,
 )
+from tfimgopt.keras3 import from_keras3  # the conversion lives in tfimgopt.keras3; here for old imports
 
 __all__ = [
     "ChannelGraph",
@@ -37,6 +38,7 @@ __all__ = [
     "count_flops",
     "prune_channels",
     "prune_channels_and_finetune",
+    "CompressResult",
     "Technique",
     "TechniqueResult",
     "get_technique",

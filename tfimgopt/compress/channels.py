@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from tfimgopt.compat import keras, tf
+from tfimgopt.compress.techniques import CompressResult, Technique, register_technique
 from tfimgopt.errors import ConfigError, received
 
 CRITERIA = ("l1", "bn_gamma")
@@ -352,19 +353,17 @@ def channel_importance(graph: ChannelGraph, group: ChannelGroup, criterion: str 
 # --- pruning --------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class ChannelPruned:
-    """What `prune_channels` did.
+@dataclasses.dataclass(frozen=True)
+class ChannelPruned(CompressResult):
+    """What `prune_channels` (and `prune_channels_and_finetune`) did: a `CompressResult`.
 
     Attributes:
         model: The rebuilt, smaller model (dense: no zeros were added).
-        kept: Producer layer name -> output channels kept (before -> after in `report`).
         report: Parameters and FLOPs before and after, channels per layer, criterion.
+        kept: Producer layer name -> output channels kept (before -> after in `report`).
     """
 
-    model: keras.Model
-    kept: dict[str, list[int]]
-    report: dict[str, Any]
+    kept: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
 def _keep_counts(graph: ChannelGraph, scores: dict[int, np.ndarray], ratio: float, scope: str,
@@ -398,7 +397,6 @@ def prune_channels(
     min_channels: int = 1,
     round_to: int = 1,
     exact_zero_only: bool = False,
-    _targets: dict[str, int] | None = None,
 ) -> ChannelPruned:
     """Removes the least important channels of every prunable group and rebuilds the model.
 
@@ -431,6 +429,23 @@ def prune_channels(
         >>> result.report["channels"]["conv1"]
         [8, 4]
     """
+    return _prune_channels(model, ratio, criterion=criterion, scope=scope, keep=keep, min_channels=min_channels,
+                           round_to=round_to, exact_zero_only=exact_zero_only)
+
+
+def _prune_channels(
+    model: keras.Model,
+    ratio: float = 0.5,
+    *,
+    criterion: str = "l1",
+    scope: str = "local",
+    keep: Iterable[str] = (),
+    min_channels: int = 1,
+    round_to: int = 1,
+    exact_zero_only: bool = False,
+    targets_by_layer: dict[str, int] | None = None,
+) -> ChannelPruned:
+    """`prune_channels`, or (`targets_by_layer`) to given channel counts per producer layer."""
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio < 1:
         raise ConfigError(f"ratio must be a number in [0, 1). {received('ratio', ratio)}")
     if scope not in SCOPES:
@@ -449,8 +464,8 @@ def prune_channels(
     else:
         scores = {g.index: channel_importance(graph, g, criterion) for g in graph.prunable()}
         targets = None
-        if _targets is not None:
-            targets = {graph.group_of(name).index: n for name, n in _targets.items()
+        if targets_by_layer is not None:
+            targets = {graph.group_of(name).index: n for name, n in targets_by_layer.items()
                        if graph.group_of(name).prunable}
             for g in graph.prunable():
                 targets.setdefault(g.index, g.size)
@@ -476,7 +491,7 @@ def prune_channels(
         "locked_groups": sum(1 for g in graph.groups if g.locked and g.producers),
     }
     kept = {name: [int(i) for i in keep_idx[g.index]] for g in graph.prunable() for name in g.producers}
-    return ChannelPruned(pruned, kept, report)
+    return ChannelPruned(pruned, report, kept)
 
 
 def _zero_channels(graph: ChannelGraph, group: ChannelGroup) -> np.ndarray:
@@ -612,8 +627,8 @@ def prune_channels_and_finetune(
         else:  # of what is left, the part that brings the total to `share` of the original
             now = 1 - (1 - share) / (1 - float(ratio) * (step - 1) / steps)
         with strategy.scope():
-            current = prune_channels(current, now, criterion=criterion, scope=scope, keep=keep,
-                                     min_channels=min_channels, round_to=round_to, _targets=targets).model
+            current = _prune_channels(current, now, criterion=criterion, scope=scope, keep=keep,
+                                      min_channels=min_channels, round_to=round_to, targets_by_layer=targets).model
         if epochs:
             train(current, train_ds, val_ds, epochs, learning_rate=learning_rate, strategy=strategy,
                   work_dir=os.path.join(work_dir, f"round{step}") if work_dir else None, jit_compile=jit_compile,
@@ -630,7 +645,7 @@ def prune_channels_and_finetune(
         "params_before": int(original.count_params()), "params_after": int(current.count_params()),
         "flops_before": count_flops(original), "flops_after": count_flops(current), "channels": channels,
     }
-    return ChannelPruned(current, {}, report)
+    return ChannelPruned(current, report)
 
 
 # --- the run's technique ------------------------------------------------------------------------------
@@ -638,28 +653,22 @@ def prune_channels_and_finetune(
 
 def _channel_prune(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
                    settings: dict[str, Any], *, work_dir: str | None = None, strategy=None):
-    from tfimgopt.compress.techniques import TechniqueResult
-
     result = prune_channels_and_finetune(
         model, train_ds, val_ds, settings["channel_ratio"], steps=settings["channel_steps"],
         epochs=settings["channel_epochs"], learning_rate=settings["learning_rate"],
         criterion=settings["channel_criterion"], scope=settings["channel_scope"],
         round_to=settings["channel_round_to"], strategy=strategy, work_dir=work_dir)
-    return TechniqueResult(result.model, result.report)
+    return CompressResult(result.model, result.report)
 
 
-def _register() -> None:
-    from tfimgopt.compress.techniques import Technique, register_technique
-
-    register_technique(Technique(
-        name="channel_prune", summary="structured pruning: removes compress.channel_ratio of the channels, "
-                                      "fine-tuned in rounds (a smaller, faster dense model)", order=25,
-        settings=("compress.channel_ratio", "compress.channel_criterion", "compress.channel_scope",
-                  "compress.channel_steps", "compress.channel_epochs", "compress.channel_round_to",
-                  "compress.learning_rate"),
-        apply=_channel_prune, enabled=lambda c: c.compress.enabled and c.compress.channel_ratio > 0,
-        report_key="channel_pruned",
-    ))
-
-
-_register()
+register_technique(Technique(
+    name="channel_prune", summary="structured pruning: removes compress.channel_ratio of the channels, "
+                                  "fine-tuned in rounds (a smaller, faster dense model)", order=25,
+    settings=("compress.channel_ratio", "compress.channel_criterion", "compress.channel_scope",
+              "compress.channel_steps", "compress.channel_epochs", "compress.channel_round_to",
+              "compress.learning_rate"),
+    apply=_channel_prune, enabled=lambda c: c.compress.enabled and c.compress.channel_ratio > 0,
+    report_key="channel_pruned",
+    describe=lambda r: (f"{r['params_before']:,} -> {r['params_after']:,} parameters, {r['flops_before']:,} -> "
+                        f"{r['flops_after']:,} multiply-adds"),
+))

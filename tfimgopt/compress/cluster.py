@@ -25,7 +25,7 @@ from tfimgopt.compress.prune import (
     plan_pruning,
     sparsity_report,
 )
-from tfimgopt.compress.techniques import Technique, TechniqueResult, register_technique
+from tfimgopt.compress.techniques import CompressResult, Technique, register_technique
 from tfimgopt.errors import ConfigError, received
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,8 @@ def cluster_and_finetune(
     """`cluster`, fine-tune with the shared loop (resumable, under `strategy`), then strip.
 
     Returns:
-        `(stripped model, {"clusters", "layers", "unique_values"})`.
+        A `CompressResult`: the stripped model and `{"clusters", "layers", "unique_values"}`
+        (unpacks as `model, report`).
     """
     from tfimgopt.training import train
 
@@ -167,18 +168,18 @@ def cluster_and_finetune(
                     work_dir=work_dir)
     stripped = strip_clustering(history.model)
     counts = unique_values(stripped)
-    return stripped, {"clusters": number_of_clusters, "layers": names,
-                      "unique_values": {name: counts[name] for name in names}}
+    return CompressResult(stripped, {"clusters": number_of_clusters, "layers": names,
+                                     "unique_values": {name: counts[name] for name in names}})
 
 
 def _cluster_technique(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
-                       settings: dict[str, Any], *, work_dir: str | None = None, strategy=None) -> TechniqueResult:
+                       settings: dict[str, Any], *, work_dir: str | None = None, strategy=None) -> CompressResult:
     # A tiny student whose only layers are its first conv and classifier: cluster them all.
     skip = None if _clustered_layers(model, None, settings["clusters"]) else []
     clustered, report = cluster_and_finetune(
         model, train_ds, val_ds, settings["cluster_epochs"], settings["clusters"],
         learning_rate=settings["cluster_learning_rate"], work_dir=work_dir, strategy=strategy, skip=skip)
-    return TechniqueResult(clustered, {**report, "sparsity": sparsity_report(clustered)["overall"]})
+    return CompressResult(clustered, {**report, "sparsity": sparsity_report(clustered)["overall"]})
 
 
 register_technique(Technique(
@@ -187,4 +188,5 @@ register_technique(Technique(
     settings=("compress.clusters", "compress.cluster_epochs", "compress.cluster_learning_rate"),
     apply=_cluster_technique, enabled=lambda c: c.compress.enabled and c.compress.clusters > 0,
     report_key="clustered",
+    describe=lambda r: f"at most {r['clusters']} values per kernel, sparsity {r['sparsity']:.1%}",
 ))

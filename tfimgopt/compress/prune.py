@@ -10,6 +10,7 @@ import numpy as np
 
 from tfimgopt.compat import keras, tf
 from tfimgopt.compress._tfmot import tfmot
+from tfimgopt.compress.techniques import CompressResult, Technique, register_technique
 from tfimgopt.errors import ConfigError, received
 
 logger = logging.getLogger(__name__)
@@ -355,7 +356,8 @@ def prune_and_finetune(
     from `work_dir` backups and runs under `strategy`.
 
     Returns:
-        `(stripped model, sparsity_report of it)`.
+        A `CompressResult`: the stripped model and its `sparsity_report` (unpacks as
+        `model, report`).
     """
     from tfimgopt.training import train
 
@@ -372,4 +374,26 @@ def prune_and_finetune(
         work_dir=work_dir, callbacks=pruned.callbacks,
     )
     stripped = strip(history.model)
-    return stripped, sparsity_report(stripped)
+    return CompressResult(stripped, sparsity_report(stripped))
+
+
+# --- the run's technique ----------------------------------------------------------------------
+
+
+def _prune_technique(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
+                     settings: dict[str, Any], *, work_dir: str | None = None, strategy=None) -> CompressResult:
+    skip = settings.get("skip")
+    layers, dense = plan_pruning(model, skip)  # the default policy prunes every layer of a small model
+    pruned, sparsity = prune_and_finetune(model, train_ds, val_ds, settings["epochs"], settings["target_sparsity"],
+                                          learning_rate=settings["learning_rate"], work_dir=work_dir,
+                                          strategy=strategy, skip=skip)
+    return CompressResult(pruned, {"sparsity": sparsity["overall"], "skip": skip, "pruned_layers": layers,
+                                    "dense_layers": dense})
+
+
+register_technique(Technique(
+    name="prune", summary="magnitude pruning to compress.target_sparsity, fine-tuned, stripped", order=30,
+    settings=("compress.target_sparsity", "compress.epochs", "compress.learning_rate", "compress.skip"),
+    apply=_prune_technique, enabled=lambda c: c.compress.enabled, report_key="pruned",
+    describe=lambda r: f"sparsity {r['sparsity']:.1%} (target {r['target_sparsity']:.0%})",
+))

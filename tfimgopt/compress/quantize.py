@@ -12,6 +12,7 @@ import numpy as np
 from tfimgopt.compat import keras, tf
 from tfimgopt.compress._tfmot import tfmot
 from tfimgopt.compress.prune import check_graph_model, copy_weights, matches_layer
+from tfimgopt.compress.techniques import EXPORT_MODEL, CompressResult, Technique, register_technique
 from tfimgopt.errors import ConfigError, QuantizationError, received
 
 logger = logging.getLogger(__name__)
@@ -84,9 +85,8 @@ def quantize_aware(
 
     Args:
         model: A Sequential or functional tf_keras model (plain, or stripped after pruning).
-        preserve_sparsity: Use the prune-preserving scheme (PQAT) so zeros stay zero.
-            None decides by measurement: on when more than 30% of the kernels are zero.
-            Shorthand for `preserve=("sparsity",)`; `preserve` wins when both are given.
+        preserve_sparsity: Deprecated: `preserve=("sparsity",)` (True) or `preserve=()`
+            (False) says the same; a DeprecationWarning names the replacement.
         preserve: What fine-tuning must keep, any of `PRESERVE`: `"sparsity"` (zeros stay
             zero: PQAT), `"clusters"` (each kernel keeps its clustered values: CQAT), both
             (PCQAT, TFMOT's collaborative-optimization chain). None decides by
@@ -117,6 +117,11 @@ def quantize_aware(
     """
     from tfimgopt.keras3 import as_tf_keras
 
+    if preserve_sparsity is not None:
+        import warnings
+
+        warnings.warn(f"quantize_aware(preserve_sparsity={preserve_sparsity}) is deprecated: pass "
+                      f"preserve={('sparsity',) if preserve_sparsity else ()}.", DeprecationWarning, stacklevel=2)
     model = as_tf_keras(model, "quantize_aware")
     check_graph_model(model, "quantize_aware")
     preserve = _preserved(model, preserve, preserve_sparsity)
@@ -229,9 +234,9 @@ def _split_halves(wrapper: keras.layers.Layer, separables: list) -> tuple[str, A
 def _calibrate_ranges(qat: keras.Model, model: keras.Model, data: Any, limit: int = 256) -> None:
     """Sets each activation quantizer's range to what the float model computes there on `data`
     (widened to hold 0, as TFMOT's ranges do), the halves of a split SeparableConv2D included."""
-    from tfimgopt.export.tflite import _images_labels
+    from tfimgopt._arrays import images_labels
 
-    images, _ = _images_labels(data, limit)
+    images, _ = images_labels(data, limit)
     # A fresh copy: layers shared with other models (strip reuses them) have their first output elsewhere.
     fresh = keras.models.clone_model(model)
     fresh.set_weights(model.get_weights())
@@ -277,7 +282,7 @@ def _reserve_auto_names(model: keras.Model) -> None:
     ("conv2d", "conv2d_1"...). In a model that already has such names (one converted from
     Keras 3, or built in another session) two layers would share a name and TFMOT would wire
     the wrong ones together. Move tf_keras's name counters past the names in use."""
-    from tfimgopt.compat import name_counters
+    from tfimgopt._upstream import name_counters
 
     uids = name_counters()
     names = [layer.name for layer in model.layers]
@@ -301,7 +306,7 @@ def quantize_and_finetune(
     model: keras.Model,
     train_ds: tf.data.Dataset,
     val_ds: tf.data.Dataset | None = None,
-    epochs: int = 1,
+    epochs: int = 2,
     *,
     learning_rate: float = 1e-4,
     work_dir: str | None = None,
@@ -316,7 +321,8 @@ def quantize_and_finetune(
     with `export_tflite(qat_model, "int8", representative_data=...)`.
 
     Returns:
-        The fine-tuned quantization-aware model.
+        A `CompressResult`: the fine-tuned quantization-aware model and `{"epochs",
+        "preserve", "sparsity"}` (the kernel sparsity it started from and keeps).
     """
     from tfimgopt.training import train
 
@@ -326,4 +332,30 @@ def quantize_and_finetune(
         qat = quantize_aware(model, **qat_kwargs)
     history = train(qat, train_ds, val_ds, epochs, learning_rate=learning_rate, strategy=strategy,
                     work_dir=work_dir, jit_compile=jit_compile, verbose=verbose)
-    return history.model
+    from tfimgopt.compress.prune import sparsity_report
+
+    return CompressResult(history.model, {"epochs": epochs, "preserve": list(qat_kwargs.get("preserve") or []),
+                                          "sparsity": sparsity_report(model)["overall"]})
+
+
+# --- the run's technique ----------------------------------------------------------------------
+
+#: The exporters a quantization-aware model is written with (full integer: what QAT trains for).
+QAT_MODES = ("int8",)
+
+
+def _qat_technique(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
+                   settings: dict[str, Any], *, work_dir: str | None = None, strategy=None) -> CompressResult:
+    qat, report = quantize_and_finetune(model, train_ds, val_ds, max(1, settings["qat_epochs"]),
+                                        learning_rate=settings["qat_learning_rate"], work_dir=work_dir,
+                                        strategy=strategy)
+    return CompressResult(qat, {"preserved_sparsity": report["sparsity"]})
+
+
+register_technique(Technique(
+    name="qat", summary="sparsity-preserving quantization-aware fine-tuning, exported as full int8", order=40,
+    settings=("compress.qat_epochs", "compress.qat_learning_rate"), apply=_qat_technique,
+    enabled=lambda c: c.compress.enabled and c.compress.qat_epochs > 0 and bool(set(QAT_MODES) & set(c.export.modes)),
+    result=EXPORT_MODEL, export_modes=QAT_MODES, variant_tag="qat",
+    describe=lambda r: f"sparsity-preserving, sparsity kept {r['preserved_sparsity']:.1%}",
+))

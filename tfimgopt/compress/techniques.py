@@ -2,26 +2,41 @@
 
 Each `Technique` takes a trained model and the training data, fine-tunes, and returns the
 compressed model with a report. The run makes one stage per registered technique (in
-`order`), so a new technique (clustering, channel pruning) is one file with a
-`Technique` and one `register_technique` call.
+`order`), so a new technique is one file with a `Technique` and one `register_technique`
+call, as the built-in ones are (`prune.py`, `channels.py`, `cluster.py`, `quantize.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tfimgopt._registry import Registry
-from tfimgopt.compat import keras, tf
+from tfimgopt.compat import keras
+
+#: What the run does with a technique's model: keep it (`KEEP_MODEL`: later techniques and the
+#: exporters start from it) or export it at once in its `export_modes` (`EXPORT_MODEL`, as QAT).
+KEEP_MODEL, EXPORT_MODEL = "model", "export"
+RESULTS = (KEEP_MODEL, EXPORT_MODEL)
 
 
 @dataclasses.dataclass(frozen=True)
-class TechniqueResult:
-    """A technique's output: the compressed model and what it measured (`sparsity`, ...)."""
+class CompressResult:
+    """What every `*_and_finetune` function and every technique returns: the compressed,
+    fine-tuned model and what it measured (`sparsity`, `clusters`, parameters before and
+    after...). Unpacks as `model, report = result`.
+    """
 
     model: keras.Model
     report: dict[str, Any]
+
+    def __iter__(self):
+        return iter((self.model, self.report))
+
+
+#: The name techniques used before `CompressResult` served every compression function.
+TechniqueResult = CompressResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,25 +50,29 @@ class Technique:
         settings: Config keys it reads, `section.key` (e.g. `compress.target_sparsity`);
             `apply` gets their values under the leaf names, and they make up the
             stage's fingerprint.
-        apply: `fn(model, train_ds, val_ds, settings, *, work_dir, strategy) -> TechniqueResult`.
+        apply: `fn(model, train_ds, val_ds, settings, *, work_dir, strategy) -> CompressResult`.
         enabled: `fn(config) -> bool`: whether a run with this config applies it.
         result: What the run does with the output: `"model"` (saved; later stages and
             the exporters start from it) or `"export"` (exported at once in
             `export_modes`, e.g. a quantization-aware model).
         variant_tag: Inserted into the variant names it yields (`pruned_qat_int8`).
         report_key: Key of its record in report.json (default: the name).
+        describe: `fn(record) -> str`: what it did, in a few words, from its record (the
+            `CompressResult.report` plus `from`, `test_accuracy` and the settings): the
+            notes of its row in report.md and its log line.
     """
 
     name: str
     summary: str
     order: int
     settings: tuple[str, ...]
-    apply: Callable[..., TechniqueResult]
+    apply: Callable[..., CompressResult]
     enabled: Callable[[Any], bool]
-    result: str = "model"
+    result: str = KEEP_MODEL
     export_modes: tuple[str, ...] = ()
     variant_tag: str = ""
     report_key: str = ""
+    describe: Callable[[dict[str, Any]], str] = lambda record: ""
 
     def settings_from(self, config: Any) -> dict[str, Any]:
         """`{leaf name: value}` of this technique's settings in a `RunConfig`."""
@@ -69,10 +88,10 @@ _TECHNIQUES: Registry[Technique] = Registry("compression technique")
 
 def register_technique(technique: Technique) -> Technique:
     """Adds a technique under `technique.name`; a name registered already raises `ConfigError`."""
-    if technique.result not in ("model", "export"):
+    if technique.result not in RESULTS:
         from tfimgopt.errors import ConfigError, received
 
-        raise ConfigError(f"Technique result must be 'model' or 'export'. {received('result', technique.result)}")
+        raise ConfigError(f"Technique result must be one of {RESULTS}. {received('result', technique.result)}")
     return _TECHNIQUES.register(technique.name, technique)
 
 
@@ -91,42 +110,3 @@ def list_techniques(filter: str | None = None, exclude: Sequence[str] = ()) -> l
     """
     names = _TECHNIQUES.names(filter, exclude)
     return sorted(names, key=lambda n: (_TECHNIQUES.get(n).order, n))
-
-
-# --- the built-in techniques ------------------------------------------------------------
-
-
-def _prune(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
-           settings: Mapping[str, Any], *, work_dir: str | None = None, strategy=None) -> TechniqueResult:
-    from tfimgopt.compress.prune import plan_pruning, prune_and_finetune
-
-    skip = settings.get("skip")
-    layers, dense = plan_pruning(model, skip)  # the default policy prunes every layer of a small model
-    pruned, sparsity = prune_and_finetune(model, train_ds, val_ds, settings["epochs"], settings["target_sparsity"],
-                                          learning_rate=settings["learning_rate"], work_dir=work_dir,
-                                          strategy=strategy, skip=skip)
-    return TechniqueResult(pruned, {"sparsity": sparsity["overall"], "skip": skip, "pruned_layers": layers,
-                                    "dense_layers": dense})
-
-
-def _qat(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
-         settings: Mapping[str, Any], *, work_dir: str | None = None, strategy=None) -> TechniqueResult:
-    from tfimgopt.compress.prune import sparsity_report
-    from tfimgopt.compress.quantize import quantize_and_finetune
-
-    qat = quantize_and_finetune(model, train_ds, val_ds, max(1, settings["qat_epochs"]),
-                                learning_rate=settings["qat_learning_rate"], work_dir=work_dir, strategy=strategy)
-    return TechniqueResult(qat, {"preserved_sparsity": sparsity_report(model)["overall"]})
-
-
-register_technique(Technique(
-    name="prune", summary="magnitude pruning to compress.target_sparsity, fine-tuned, stripped", order=30,
-    settings=("compress.target_sparsity", "compress.epochs", "compress.learning_rate", "compress.skip"),
-    apply=_prune, enabled=lambda c: c.compress.enabled, report_key="pruned",
-))
-register_technique(Technique(
-    name="qat", summary="sparsity-preserving quantization-aware fine-tuning, exported as full int8", order=40,
-    settings=("compress.qat_epochs", "compress.qat_learning_rate"), apply=_qat,
-    enabled=lambda c: c.compress.enabled and c.compress.qat_epochs > 0 and "int8" in c.export.modes,
-    result="export", export_modes=("int8",), variant_tag="qat",
-))

@@ -66,12 +66,14 @@ class Source:
         accepts: `fn(source) -> bool`; the first registered source that accepts wins.
         load: `fn(source, size, channels, val_fraction, test_fraction, seed, data_dir,
             try_gcs, download) -> Splits`.
+        augment: The augmentation policy `train.augment: auto` means for it.
     """
 
     name: str
     form: str
     accepts: Any
     load: Any
+    augment: str = "default"
 
 
 _SOURCES: Registry[Source] = Registry("data source")
@@ -828,7 +830,8 @@ def _is_arrays(source: Any) -> bool:
 
 for _source in (
     Source("digits", "digits", lambda s: isinstance(s, str) and s == "digits",
-           lambda s, size, ch, val, test, seed, *_: _load_digits(size, ch, val, test, seed)),
+           lambda s, size, ch, val, test, seed, *_: _load_digits(size, ch, val, test, seed),
+           augment="digits"),  # no flips: a mirrored 2 is not a 2
     Source("tfds", "tfds:<name>", lambda s: isinstance(s, str) and s.startswith("tfds:"),
            lambda s, size, ch, val, test, seed, data_dir, try_gcs, download: _load_tfds(
                s[len("tfds:"):], size, ch, val, seed, data_dir, try_gcs, download)),

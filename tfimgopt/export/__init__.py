@@ -1,13 +1,19 @@
-"""Export (TFLite, by registered exporter) and measurement in the LiteRT interpreter."""
+"""Export by registered exporter (TFLite modes, SavedModel, the Keras file), each artifact
+verified against the Keras model and measured (LiteRT for TFLite)."""
 
-from tfimgopt.export.exporters import Exporter, TFLiteExporter, get_exporter, list_exporters, register_exporter
+from tfimgopt.export.artifact import Artifact, artifact_sizes, check_outputs
+from tfimgopt.export.exporters import Exporter, get_exporter, list_exporters, open_artifact, register_exporter
+from tfimgopt.export.keras_file import KerasArtifact, KerasExporter
 from tfimgopt.export.metadata import ModelMetadata, add_metadata, has_metadata, read_metadata
+from tfimgopt.export.savedmodel import SavedModelArtifact, SavedModelExporter
 from tfimgopt.export.tflite import (
     FLOAT_TOLERANCE,
     INT8_MIN_AGREEMENT,
     IO_TYPES,
     MIN_AGREEMENT,
     MODES,
+    TFLiteArtifact,
+    TFLiteExporter,
     TFLiteRunner,
     compare,
     detect_mode,
@@ -22,8 +28,17 @@ from tfimgopt.export.tflite import (
 )
 
 __all__ = [
+    "Artifact",
     "Exporter",
+    "KerasArtifact",
+    "KerasExporter",
+    "SavedModelArtifact",
+    "SavedModelExporter",
+    "TFLiteArtifact",
     "TFLiteExporter",
+    "artifact_sizes",
+    "check_outputs",
+    "open_artifact",
     "get_exporter",
     "list_exporters",
     "register_exporter",

@@ -1,73 +1,68 @@
 """Exporters by name: the formats and modes a model ships in (`export.modes` in a config).
 
-TFLite's four conversion modes are the entries today. A new format or mode (ONNX, TF.js,
-TFLite int16x8) is one file with an `Exporter` subclass and one `register_exporter` call;
-the run, the config validation, the CLI's `--mode` choices and the registry tests then
-pick it up.
+An `Exporter` writes a model as an `Artifact` (a file or a folder) that runs, verifies,
+measures and hashes itself. The TFLite modes (`tflite.py`), SavedModel (`savedmodel.py`)
+and the Keras file (`keras_file.py`) are the built-in ones; each is one file with one
+`register_exporter` call. A new format is the same, in the package or in your own file
+loaded with `tfimgopt run --plugin FILE.py`: the run, the config validation, `tfimgopt
+export --mode`, `tfimgopt verify` and `tfimgopt evaluate` then pick it up.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import abc
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from tfimgopt._registry import Registry
-from tfimgopt.compat import keras
-from tfimgopt.export import tflite
+from tfimgopt.errors import ConfigError, received
+from tfimgopt.export.artifact import Artifact
 
 
-class Exporter:
-    """What the run needs of an export format: write, verify against Keras, measure.
+class Exporter(abc.ABC):
+    """What the run needs of an export format: write an artifact, open one again.
 
     Attributes:
         name: The registry name (what `export.modes` lists).
-        suffix: File extension of the artifact.
-        needs_calibration: True when `export` wants representative images.
-        every_model: Exported for every model of a run (student, pruned...), not only
-            the baseline.
+        summary: One line for `list_exporters` and the docs.
+        suffix: Ending of the artifact's name (`.tflite`; `""` for a folder).
+        folder: Run-folder subfolder its artifacts go to.
+        needs_calibration: True when `export` wants representative images (`calibration=`).
+        every_model: Exported for every model of a run (student, pruned...), not only the
+            first one (the baseline).
     """
 
     name: str
-    suffix: str = ".tflite"
+    summary: str = ""
+    suffix: str = ""
+    folder: str = "exports"
     needs_calibration: bool = False
     every_model: bool = False
 
-    def export(self, model: keras.Model, path: str | None, calibration: Any = None, *,
-               num_calibration: int = 200, metadata: Any = None) -> bytes:
-        """Converts `model`, writes it atomically to `path` (if given), returns the bytes.
-        `metadata` (a `ModelMetadata`, or None) is what the file tells the app loading it."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def export(self, model: Any, path: str, **options: Any) -> Artifact:
+        """Writes `model` to `path` atomically and returns the artifact.
 
-    def verify(self, blob: bytes, model: keras.Model, images: Any, *, num_samples: int = 64) -> dict[str, Any]:
-        """Compares the artifact with `model` on `images`: a dict with at least `passed` and `criterion`."""
-        raise NotImplementedError
+        `options` the run passes (use those you need, ignore the rest): `calibration`
+        (representative images, when `needs_calibration`), `num_calibration`, `metadata`
+        (a `ModelMetadata`: label names and input normalization, or None).
+        """
 
-    def evaluate(self, path: str, dataset: Any, *, num_threads: int = 1, latency_runs: int = 50) -> dict[str, Any]:
-        """Accuracy, `size_bytes`, `gzip_bytes` and `latency_ms_median` of the artifact on `dataset`."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def open(self, path: str) -> Artifact:
+        """The artifact written at `path` earlier (by this exporter)."""
 
+    def artifact_path(self, name: str) -> str:
+        """Run-folder-relative path of the artifact of the variant called `name`."""
+        return f"{self.folder}/{name}{self.suffix}"
 
-@dataclasses.dataclass(frozen=True)
-class TFLiteExporter(Exporter):
-    """One TFLite conversion mode (see `tfimgopt.export.export_tflite`), checked in LiteRT."""
+    def recognizes(self, path: str) -> bool:
+        """Whether `path` looks like one of this exporter's artifacts (for `tfimgopt evaluate FILE`)."""
+        return bool(self.suffix) and os.path.isfile(path) and path.endswith(self.suffix)
 
-    name: str
-    mode: str
-    summary: str
-    needs_calibration: bool = False
-    every_model: bool = False
-    suffix: str = ".tflite"
-
-    def export(self, model, path, calibration=None, *, num_calibration=200, metadata=None):
-        return tflite.export_tflite(model, self.mode, calibration if self.needs_calibration else None, path,
-                                    num_calibration=num_calibration, metadata=metadata)
-
-    def verify(self, blob, model, images, *, num_samples=64):
-        return tflite.verify_tflite(blob, model, images, num_samples=num_samples)
-
-    def evaluate(self, path, dataset, *, num_threads=1, latency_runs=50):
-        return tflite.evaluate_tflite(path, dataset, num_threads=num_threads, latency_runs=latency_runs)
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
 
 
 _EXPORTERS: Registry[Exporter] = Registry("exporter")
@@ -77,7 +72,7 @@ def register_exporter(exporter: Exporter) -> Exporter:
     """Adds an exporter under `exporter.name`.
 
     Raises:
-        ConfigError: if the name is registered already.
+        ConfigError: if the name is registered already, or `exporter` is not an `Exporter`.
 
     Example:
         >>> from tfimgopt.export import TFLiteExporter, get_exporter, register_exporter
@@ -85,6 +80,9 @@ def register_exporter(exporter: Exporter) -> Exporter:
         >>> get_exporter("float32_copy").suffix
         '.tflite'
     """
+    if not isinstance(exporter, Exporter):
+        raise ConfigError(f"register_exporter takes an Exporter instance (a subclass of "
+                          f"tfimgopt.export.Exporter). {received('exporter', exporter)}")
     return _EXPORTERS.register(exporter.name, exporter)
 
 
@@ -98,13 +96,27 @@ def list_exporters(filter: str | None = None, exclude: Sequence[str] = ()) -> li
     return _EXPORTERS.names(filter, exclude)
 
 
-for _exporter in (
-    TFLiteExporter("float32", "float32", "float weights and activations: the reference", every_model=True),
-    TFLiteExporter("dynamic", "dynamic", "int8 weights, float activations (dynamic range)"),
-    TFLiteExporter("float16", "float16", "float16 weights (GPU delegates)"),
-    TFLiteExporter("int8", "int8", "full integer, calibrated on training images", needs_calibration=True,
-                   every_model=True),
-    TFLiteExporter("int16x8", "int16x8", "int16 activations, int8 weights: the accuracy-safe integer mode",
-                   needs_calibration=True),
-):
-    register_exporter(_exporter)
+def exporter_for(path: str) -> Exporter | None:
+    """The first registered exporter that recognizes `path` as its artifact, or None."""
+    if not isinstance(path, str | os.PathLike) or not os.path.exists(path):
+        return None
+    return next((e for e in _EXPORTERS.entries() if e.recognizes(os.fspath(path))), None)
+
+
+def open_artifact(path: str, mode: str | None = None) -> Artifact:
+    """The artifact at `path`: opened by the exporter `mode`, or by the first registered
+    exporter that recognizes it.
+
+    Raises:
+        ConfigError: when `path` does not exist or no exporter recognizes it.
+    """
+    if not isinstance(path, str | os.PathLike) or not os.path.exists(path):
+        raise ConfigError(f"Model file or folder not found. {received('model', path)}")
+    path = os.fspath(path)
+    if mode is not None:
+        return get_exporter(mode).open(path)
+    exporter = exporter_for(path)
+    if exporter is not None:
+        return exporter.open(path)
+    raise ConfigError(f"No registered exporter recognizes {path} (exporters: {list_exporters()}). "
+                      f"{received('model', path)}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
-import statistics
-import time
+import dataclasses
+import os
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -12,10 +12,19 @@ from typing import Any
 import numpy as np
 
 from tfimgopt import _io
+from tfimgopt._arrays import images_labels
 from tfimgopt._litert import TFLiteRunner, run_isolated  # noqa: F401  (public here)
 from tfimgopt._quiet import native_output
 from tfimgopt.compat import keras, tf
 from tfimgopt.errors import ConfigError, DataError, received
+from tfimgopt.export.artifact import (  # noqa: F401  (TIE_MARGIN, top1_agreement: public here)
+    TIE_MARGIN,
+    Artifact,
+    artifact_sizes,
+    check_outputs,
+    top1_agreement,
+)
+from tfimgopt.export.exporters import Exporter, register_exporter
 
 MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
 # Modes calibrated on representative images (full-integer activations).
@@ -41,10 +50,7 @@ MIN_AGREEMENT = {"float32": 0.0, "float16": 0.95, "dynamic": 0.9, "int8": 0.95, 
 # this fraction of the kernel weights is zero and the sparse file is the smaller one.
 SPARSE_MIN_ZEROS = 0.3
 INT8_MIN_AGREEMENT = MIN_AGREEMENT["int8"]
-# An input whose two largest Keras logits differ by less than this fraction of
-# max(1, largest |logit|) is a near-tie: which of the two wins is float noise, so it does not
-# count for or against top-1 agreement (an untrained or collapsed model is all near-ties).
-TIE_MARGIN = 0.01
+
 
 
 def _representative(data: Any, input_shape: Sequence[int], samples: int,
@@ -94,13 +100,9 @@ def _converter(model: keras.Model) -> tf.lite.TFLiteConverter:
     """
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         return tf.lite.TFLiteConverter.from_keras_model(model)
-    # Keras 3 models have no input_names and hold their tf.Variables inside keras Variables.
-    input_name = (getattr(model, "input_names", None) or [model.inputs[0].name])[0]
-    spec = tf.TensorSpec([None, *model.input_shape[1:]], model.inputs[0].dtype, name=input_name)
-    output = (getattr(model, "output_names", None) or [model.outputs[0].name])[0]
-    module = tf.Module()
-    module.weights = [getattr(w, "value", w) if not isinstance(w, tf.Variable) else w for w in model.weights]
-    module.serve = tf.function(lambda image: {output: model(image, training=False)}, input_signature=[spec])
+    from tfimgopt.export.savedmodel import serving_module
+
+    module = serving_module(model)
     return tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
 
 
@@ -231,25 +233,6 @@ def export_tflite(
     return blob
 
 
-def _images_labels(dataset: Any, limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    if isinstance(dataset, tf.data.Dataset):
-        xs, ys = [], []
-        for batch in dataset:
-            x, y = (batch[0], batch[1]) if isinstance(batch, tuple) else (batch, None)
-            xs.append(np.asarray(x))
-            if y is not None:
-                ys.append(np.asarray(y))
-            if limit and sum(len(a) for a in xs) >= limit:
-                break
-        images = np.concatenate(xs)[:limit]
-        labels = np.concatenate(ys)[:limit] if ys else None
-        if labels is not None and labels.ndim == 2:
-            labels = labels.argmax(1)
-        return images, labels
-    images = np.asarray(dataset)[:limit]
-    return images, None
-
-
 def detect_mode(model: bytes | str) -> str:
     """Tells which of `MODES` a TFLite model was exported with, from its ops and tensors."""
     runner = model if isinstance(model, TFLiteRunner) else TFLiteRunner(model)
@@ -298,40 +281,15 @@ def verify_tflite(
         `{"mode", "max_abs_diff", "relative_diff", "top1_agreement", "near_ties",
         "num_samples", "passed", "criterion"}`.
     """
-    images, _ = _images_labels(inputs, num_samples)
+    images, _ = images_labels(inputs, num_samples)
     runner = TFLiteRunner(tflite_model)
     mode = detect_mode(runner)
     got = runner.predict(images)
     want = keras_model.predict(images.astype(np.float32), verbose=0)
-    diff = float(np.abs(got - want).max())
-    relative = diff / max(1.0, float(np.abs(want).max()))
-    agreement, near_ties = top1_agreement(got, want)
     if mode == "int8":
-        passed = agreement >= min_agreement
-        criterion = f"top-1 agreement >= {min_agreement}"
-    else:
-        tol = tolerance if tolerance is not None else FLOAT_TOLERANCE[mode]
-        need = MIN_AGREEMENT[mode]
-        passed = relative <= tol and agreement >= need
-        criterion = f"max abs diff / max(1, max |logit|) <= {tol}" + (f" and top-1 agreement >= {need}" if need else "")
-    return {
-        "mode": mode, "max_abs_diff": diff, "relative_diff": relative, "top1_agreement": agreement,
-        "near_ties": near_ties, "num_samples": len(images), "passed": bool(passed), "criterion": criterion,
-    }
-
-
-def top1_agreement(got: np.ndarray, want: np.ndarray) -> tuple[float, int]:
-    """Share of inputs where `got` and `want` (logits, one row per input) pick the same class,
-    over the inputs that are not near-ties in `want` (see `TIE_MARGIN`); and how many were."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    if want.ndim != 2 or want.shape[1] < 2:
-        return 1.0, 0
-    top_two = np.sort(want, axis=1)[:, -2:]
-    decided = top_two[:, 1] - top_two[:, 0] >= TIE_MARGIN * max(1.0, float(np.abs(want).max()))
-    if not decided.any():
-        return 1.0, int(len(want))
-    same = got.argmax(1) == want.argmax(1)
-    return float(same[decided].mean()), int((~decided).sum())
+        return check_outputs(got, want, tolerance=None, min_agreement=min_agreement, mode=mode)
+    return check_outputs(got, want, tolerance=tolerance if tolerance is not None else FLOAT_TOLERANCE[mode],
+                         min_agreement=MIN_AGREEMENT[mode], mode=mode)
 
 
 def op_names(model: bytes | str | TFLiteRunner) -> set[str]:
@@ -352,8 +310,26 @@ def tensor_dtypes(tflite_model: bytes | str) -> dict[str, int]:
 
 def file_sizes(blob_or_path: bytes | str) -> dict[str, int]:
     """Size in bytes of a model file, raw and gzip-compressed (what a download costs)."""
-    blob = blob_or_path if isinstance(blob_or_path, bytes) else open(blob_or_path, "rb").read()
-    return {"size_bytes": len(blob), "gzip_bytes": len(gzip.compress(blob, compresslevel=9, mtime=0))}
+    if isinstance(blob_or_path, bytes | bytearray):
+        with _temporary_file(blob_or_path) as path:
+            return artifact_sizes(path)
+    return artifact_sizes(blob_or_path)
+
+
+class _temporary_file:
+    """A `.tflite` file holding `blob`, removed on exit (for APIs that take bytes or a path)."""
+
+    def __init__(self, blob: bytes):
+        self.blob = blob
+
+    def __enter__(self) -> str:
+        fd, self.path = tempfile.mkstemp(suffix=".tflite", prefix="tfimgopt-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.blob)
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        os.unlink(self.path)
 
 
 def evaluate_tflite(
@@ -377,30 +353,11 @@ def evaluate_tflite(
         `{"accuracy", "num_examples", "latency_ms_median", "latency_ms_p90",
         "num_threads", "size_bytes", "gzip_bytes"}`.
     """
-    images, labels = _images_labels(dataset)
-    if labels is None:
-        raise DataError("evaluate_tflite needs a labelled dataset of (images, labels).")
-    if len(images) == 0:
-        raise DataError("evaluate_tflite got an empty dataset. Received: 0 examples")
-    runner = TFLiteRunner(tflite_model, num_threads)
-    predictions = runner.predict(images).argmax(1)
-    for i in range(warmup):
-        runner.invoke(images[i % len(images)])
-    times = []
-    for i in range(latency_runs):
-        image = images[i % len(images)]
-        start = time.perf_counter()
-        runner.invoke(image)
-        times.append((time.perf_counter() - start) * 1000.0)
-    blob = tflite_model if isinstance(tflite_model, bytes) else open(tflite_model, "rb").read()
-    return {
-        "accuracy": float((predictions == labels).mean()),
-        "num_examples": int(len(images)),
-        "latency_ms_median": statistics.median(times),
-        "latency_ms_p90": float(np.percentile(times, 90)),
-        "num_threads": num_threads,
-        **file_sizes(blob),
-    }
+    if isinstance(tflite_model, bytes | bytearray):
+        with _temporary_file(tflite_model) as path:
+            return evaluate_tflite(path, dataset, num_threads=num_threads, latency_runs=latency_runs, warmup=warmup)
+    return TFLiteArtifact(tflite_model).measure(dataset, num_threads=num_threads, latency_runs=latency_runs,
+                                                warmup=warmup)
 
 
 def compare(results: dict[str, dict[str, Any]], baseline: str = "float32") -> dict[str, Any]:
@@ -445,3 +402,63 @@ def compare(results: dict[str, dict[str, Any]], baseline: str = "float32") -> di
             f"{row['gzip_ratio']:.2f} | {row['latency_ms_median']:.3f} | {row['latency_ratio']:.2f} | {sparsity} |"
         )
     return {"baseline": baseline, "rows": rows, "markdown": "\n".join(lines)}
+
+
+class TFLiteArtifact(Artifact):
+    """A `.tflite` file, run in the LiteRT interpreter (in a child process when untrusted).
+
+    Its verification criterion follows the mode read from the file (`detect_mode`):
+    `FLOAT_TOLERANCE` and `MIN_AGREEMENT` above.
+    """
+
+    untrusted_parser = True
+
+    def __init__(self, path: str | os.PathLike, mode: str = "tflite"):
+        super().__init__(path, mode)
+
+    def runner(self, num_threads: int = 1) -> TFLiteRunner:
+        return TFLiteRunner(self.path, num_threads)
+
+    def predict_isolated(self, images: np.ndarray, plugins: tuple[str, ...] = ()) -> np.ndarray:
+        return run_isolated(self.path, images)  # LiteRT alone in the child: no TensorFlow import
+
+    def verify(self, model: keras.Model, images: Any, *, num_samples: int = 64) -> dict[str, Any]:
+        return verify_tflite(self.path, model, images, num_samples=num_samples)
+
+    def read_bytes(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read()
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class TFLiteExporter(Exporter):
+    """One TFLite conversion mode (see `export_tflite`), checked in LiteRT."""
+
+    name: str
+    mode: str
+    summary: str
+    needs_calibration: bool = False
+    every_model: bool = False
+    suffix: str = ".tflite"
+    folder: str = "tflite"
+
+    def export(self, model: keras.Model, path: str, *, calibration: Any = None, num_calibration: int = 200,
+               metadata: Any = None, **options: Any) -> TFLiteArtifact:
+        export_tflite(model, self.mode, calibration if self.needs_calibration else None, path,
+                      num_calibration=num_calibration, metadata=metadata)
+        return TFLiteArtifact(path, self.name)
+
+    def open(self, path: str) -> TFLiteArtifact:
+        return TFLiteArtifact(path, self.name)
+
+
+for _exporter in (
+    TFLiteExporter("float32", "float32", "float weights and activations: the reference", every_model=True),
+    TFLiteExporter("dynamic", "dynamic", "int8 weights, float activations (dynamic range)"),
+    TFLiteExporter("float16", "float16", "float16 weights (GPU delegates)"),
+    TFLiteExporter("int8", "int8", "full integer, calibrated on training images", needs_calibration=True,
+                   every_model=True),
+    TFLiteExporter("int16x8", "int16x8", "int16 activations, int8 weights: the accuracy-safe integer mode",
+                   needs_calibration=True),
+):
+    register_exporter(_exporter)

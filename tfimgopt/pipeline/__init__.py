@@ -19,7 +19,7 @@ from tfimgopt.pipeline.config import (
 
 _LAZY = {
     "RunContext": "tfimgopt.pipeline.context",
-    "load_model": "tfimgopt.pipeline.context",
+    "load_model": "tfimgopt.models.files",
     "PreparedData": "tfimgopt.pipeline.data",
     "prepare_data": "tfimgopt.pipeline.data",
     "artifact_hashes": "tfimgopt.pipeline.report",

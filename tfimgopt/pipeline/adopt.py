@@ -90,7 +90,7 @@ def load_user_model(path: str, *, safe_mode: bool = True, what: str = "train.mod
     """
     from tfimgopt.keras3 import as_logits, softmax_layer
     from tfimgopt.models import is_graph_model
-    from tfimgopt.pipeline.context import load_model, saved_by_keras3
+    from tfimgopt.models.files import load_model, saved_by_keras3
 
     keras3 = os.path.isfile(path) and saved_by_keras3(path)
     model = load_model(path, safe_mode=safe_mode)

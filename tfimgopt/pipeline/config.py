@@ -141,6 +141,9 @@ ADOPTED_SPARSITY = 0.8
 DEFAULT_STUDENT = "compact_cnn"
 #: File names (or folders) `train.model` and `distill.student` take as the user's own model.
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+#: The exporter of the run's reference variant: accuracies and ratios are measured against
+#: the baseline's export in this mode.
+REFERENCE_MODE = "float32"
 
 
 def is_model_file(value: Any) -> bool:
@@ -423,7 +426,8 @@ class ExportConfig:
         names = list_exporters()
         _check(bool(self.modes) and all(m in names for m in self.modes) and len(set(self.modes)) == len(self.modes),
                "export.modes", self.modes, f"a non-empty list of distinct exporters from {names}")
-        _check("float32" in self.modes, "export.modes", self.modes, "a list that includes 'float32' (the reference)")
+        _check(REFERENCE_MODE in self.modes, "export.modes", self.modes,
+               f"a list that includes {REFERENCE_MODE!r} (the reference)")
         _check(self.num_calibration >= 1, "export.num_calibration", self.num_calibration, "an int >= 1")
         _check(self.latency_runs >= 1, "export.latency_runs", self.latency_runs, "an int >= 1")
         _check(self.num_threads >= 1, "export.num_threads", self.num_threads, "an int >= 1")

@@ -11,123 +11,10 @@ from tfimgopt import _io
 from tfimgopt.compat import keras
 from tfimgopt.errors import ConfigError, received
 from tfimgopt.models import create_model
+from tfimgopt.models.files import load_model, saved_by_keras3  # noqa: F401  (imported from here before)
 from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.data import PreparedData
 from tfimgopt.pipeline.variants import Variant
-
-# A `.keras` archive is checked before anything is extracted: real models are weights that
-# barely compress, so a member that expands enormously is a zip bomb, not a model.
-MAX_MEMBER_BYTES = 8 << 30
-MAX_CONFIG_BYTES = 64 << 20
-MAX_EXPANSION = 50
-
-
-def _check_archive(path: str) -> None:
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as err:
-        raise ConfigError(f"Not a readable .keras archive ({err}). Received: model={path!r}") from None
-    for info in members:
-        limit = MAX_CONFIG_BYTES if info.filename.endswith(".json") else MAX_MEMBER_BYTES
-        big = info.file_size > 16 << 20
-        expands = big and info.file_size > MAX_EXPANSION * max(info.compress_size, 1)
-        if info.file_size > limit or expands:
-            raise ConfigError(
-                f"Refused to load {path}: its member {info.filename!r} expands to {info.file_size:,} bytes from "
-                f"{info.compress_size:,} (at most {limit:,} bytes, and {MAX_EXPANSION}x expansion, are accepted). "
-                f"Received: model={path!r}")
-
-
-def _kind(path: str) -> str:
-    import zipfile
-
-    if os.path.isdir(path):
-        return "savedmodel"
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head == b"\x89HDF\r\n\x1a\n":
-        return "hdf5"
-    return "keras" if zipfile.is_zipfile(path) else "unknown"
-
-
-def saved_by_keras3(path: str) -> bool:
-    """Whether a `.keras` archive was written by Keras 3 (its metadata.json says so)."""
-    import json
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive, archive.open("metadata.json") as f:
-            return str(json.loads(f.read(1 << 16)).get("keras_version", "")).startswith("3.")
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
-        return False
-
-
-def _loaded_or_refused(load, path: str, what: str) -> Any:
-    """Runs a Keras loader, turning its errors into one `ConfigError` (stored code refused, or unreadable)."""
-    try:
-        return load()
-    except ValueError as err:
-        if "safe_mode" in str(err) or "lambda" in str(err).lower():
-            raise ConfigError(
-                f"Refused to load {path}: it contains a Lambda layer or other stored code, which could run "
-                "arbitrary Python. Load it with safe_mode=False (CLI: --unsafe) only if you trust the file. "
-                f"Received: model={path!r}") from None
-        raise ConfigError(f"Cannot load the {what}: {err}. Received: model={path!r}") from None
-    except (OSError, KeyError, TypeError) as err:
-        raise ConfigError(f"Not a readable {what} ({type(err).__name__}: {err}). Received: model={path!r}") from None
-
-
-def _load_keras3(path: str, safe_mode: bool) -> keras.Model:
-    """A Keras 3 `.keras` file: loaded by Keras 3 (safe mode as asked), then rebuilt in tf_keras."""
-    import keras as keras3
-
-    from tfimgopt.keras3 import as_tf_keras
-
-    model = _loaded_or_refused(lambda: keras3.saving.load_model(path, safe_mode=bool(safe_mode), compile=False),
-                               path, "Keras 3 model file")
-    return as_tf_keras(model, f"loading {os.path.basename(path)}")
-
-
-def load_model(path: str, *, safe_mode: bool = True, compile: bool = True) -> keras.Model:  # noqa: A002
-    """Loads a model file (safe mode by default: nothing stored in the file runs).
-
-    In safe mode only `.keras` archives are accepted, and Keras refuses Lambda layers and
-    other stored code in them. A `.keras` file written by Keras 3 is loaded by Keras 3 and
-    rebuilt in tf_keras (`tfimgopt.keras3.from_keras3`, outputs checked equal). HDF5 files
-    (`.h5`, or HDF5 bytes under any name) and SavedModel folders go through loaders that run
-    a Lambda layer's stored code while loading, so they are refused unless `safe_mode=False`.
-    The archive's member sizes are checked before anything is extracted.
-
-    Args:
-        path: A `.keras` file (or, with `safe_mode=False`, an `.h5` file or SavedModel folder).
-        safe_mode: Keep True for files from elsewhere; False runs code stored in the file.
-        compile: Restore the training configuration (False: a model for inference only).
-
-    Raises:
-        ConfigError: for a missing or unreadable file, or one that needs unsafe loading.
-    """
-    if not isinstance(path, str | os.PathLike) or not os.path.exists(path):
-        raise ConfigError(f"Model file not found. {received('model', path)}")
-    path = os.fspath(path)
-    kind = _kind(path)
-    if kind == "unknown":
-        raise ConfigError(f"Not a Keras model file (a .keras archive, an .h5 file or a SavedModel folder). "
-                          f"Received: model={path!r}")
-    if kind != "keras" and safe_mode:
-        what = "an HDF5 file" if kind == "hdf5" else "a SavedModel folder"
-        raise ConfigError(
-            f"Refused to load {path}: it is {what}, whose loader runs code stored in the file (Lambda layers) "
-            "even in safe mode. Save it as .keras (model.save('model.keras')) where it was made, or load it with "
-            f"safe_mode=False (CLI: --unsafe) only if you trust the file. Received: model={path!r}")
-    if kind == "keras":
-        _check_archive(path)
-        if saved_by_keras3(path):
-            return _load_keras3(path, safe_mode)
-    return _loaded_or_refused(lambda: keras.models.load_model(path, safe_mode=bool(safe_mode), compile=compile),
-                              path, "Keras model file")
 
 
 def build_model(name: str, info, options: dict | None, key: str) -> keras.Model:
@@ -149,40 +36,13 @@ test_accuracy.__test__ = False  # a helper, not a pytest test
 
 
 @dataclasses.dataclass
-class RunContext:
-    """The state stages read and extend, in stage order.
+class RunFolder:
+    """The run folder on disk: paths inside it (never outside), atomic writes, the work
+    folders training resumes from, and hashes. Disk is for resuming and for the user; the
+    stages of one run hand their models to each other in memory (`RunContext`)."""
 
-    Attributes:
-        config: The validated run config.
-        out: The run folder.
-        data: Prepared splits and pipelines.
-        strategy: The distribution strategy training runs under.
-        log: Where progress lines go.
-        records: Stage name -> its record (finished this run or loaded from disk).
-        models: Model name -> run-folder-relative `.keras` path, in the order made
-            (`baseline`, `student`, `pruned`...); the last one is what later stages start from.
-        sparsity: Model name -> measured sparsity, for models that were pruned.
-        variants: Exported variants that passed verification.
-        failed: Variant name -> why it failed verification (left out of the selection).
-    """
-
-    config: RunConfig
     out: str
-    data: PreparedData
-    strategy: Any = None
     log: Callable[[str], None] = print
-    records: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    models: dict[str, str] = dataclasses.field(default_factory=dict)
-    sparsity: dict[str, float] = dataclasses.field(default_factory=dict)
-    variants: list[Variant] = dataclasses.field(default_factory=list)
-    failed: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    #: The user's own model the baseline adopts (`tfimgopt.pipeline.adopt.UserModel`), or None.
-    user: Any = None
-    #: What the run settled for the user (input range measured, student picked...), for the report.
-    notes: list[str] = dataclasses.field(default_factory=list)
-    #: Fingerprint of the stage running now (set by the run); its work folders carry it.
-    fingerprint: str = ""
-    _loaded: dict[str, keras.Model] = dataclasses.field(default_factory=dict, repr=False)
 
     def path(self, rel: str) -> str:
         """The absolute path of a run-folder-relative path (refuses one that leaves the folder)."""
@@ -191,7 +51,7 @@ class RunContext:
     def rel(self, path: str) -> str:
         return os.path.relpath(path, self.out)
 
-    def work_dir(self, name: str) -> str:
+    def work_dir(self, name: str, fingerprint: str) -> str:
         """`work/<name>`: epoch backups a training stage resumes from.
 
         The folder is stamped with the running stage's fingerprint; backups stamped with
@@ -208,17 +68,94 @@ class RunContext:
                     old = f.read().strip()
             except OSError:
                 old = None
-            if old != self.fingerprint:
+            if old != fingerprint:
                 self.log(f"   removing {self.rel(path)}: its backups are from a run with other inputs")
                 shutil.rmtree(path)
-        _io.write_text(stamp, self.fingerprint)
+        _io.write_text(stamp, fingerprint)
         return path
 
+    def save_model(self, rel: str, model: keras.Model) -> str:
+        """Writes a model atomically at `rel`; returns `rel`."""
+        _io.write_with(self.path(rel), model.save)
+        return rel
+
+    def sha256(self, rel: str) -> str:
+        """SHA-256 of a file or folder of the run (see `_io.sha256_tree`)."""
+        return _io.sha256_tree(self.path(rel))
+
+
+@dataclasses.dataclass
+class RunContext:
+    """The state stages read and extend, in stage order; `folder` is where it is kept on disk.
+
+    Attributes:
+        config: The validated run config.
+        folder: The run folder (`RunFolder`): paths, atomic writes, work folders.
+        data: Prepared splits and pipelines.
+        strategy: The distribution strategy training runs under.
+        log: Where progress lines go.
+        records: Stage name -> its record (finished this run or loaded from disk).
+        models: Model name -> run-folder-relative `.keras` path, in the order made
+            (`baseline`, `student`, `pruned`...); the last one is what later stages start from.
+        sparsity: Model name -> measured sparsity, for models that were pruned.
+        variants: Exported variants that passed verification.
+        failed: Variant name -> why it failed verification (left out of the selection).
+    """
+
+    config: RunConfig
+    folder: RunFolder
+    data: PreparedData
+    strategy: Any = None
+    log: Callable[[str], None] = print
+    records: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    models: dict[str, str] = dataclasses.field(default_factory=dict)
+    sparsity: dict[str, float] = dataclasses.field(default_factory=dict)
+    variants: list[Variant] = dataclasses.field(default_factory=list)
+    failed: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: The user's own model the baseline adopts (`tfimgopt.pipeline.adopt.UserModel`), or None.
+    user: Any = None
+    #: What the run settled for the user (input range measured, student picked...), for the report.
+    notes: list[str] = dataclasses.field(default_factory=list)
+    #: Fingerprint of the stage running now (set by the run); its work folders carry it.
+    fingerprint: str = ""
+    #: Models loaded from disk this run, and the seconds that took (the cost models kept in
+    #: memory between stages avoid: only a resumed run loads the models of skipped stages).
+    loads: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    _loaded: dict[str, keras.Model] = dataclasses.field(default_factory=dict, repr=False)
+    _saved: dict[str, keras.Model] = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if isinstance(self.folder, str | os.PathLike):  # RunContext(config, "runs/x", data): a folder path
+            self.folder = RunFolder(os.fspath(self.folder), self.log)
+
+    @property
+    def out(self) -> str:
+        return self.folder.out
+
+    def path(self, rel: str) -> str:
+        return self.folder.path(rel)
+
+    def rel(self, path: str) -> str:
+        return self.folder.rel(path)
+
+    def work_dir(self, name: str) -> str:
+        """`work/<name>` for the running stage (see `RunFolder.work_dir`)."""
+        return self.folder.work_dir(name, self.fingerprint)
+
     def add_model(self, name: str, rel: str, sparsity: float | None = None) -> None:
+        """Adds a model of the run: kept in memory when this run saved it (`save_model` or
+        `keep`), otherwise loaded from `rel` when a stage first asks for it."""
         self.models[name] = rel
         self._loaded.pop(name, None)
+        if rel in self._saved:
+            self._loaded[name] = self._saved.pop(rel)
         if sparsity is not None:
             self.sparsity[name] = sparsity
+
+    @property
+    def reference(self) -> str:
+        """The run's first model (the baseline): the teacher, and the accuracy reference."""
+        return next(iter(self.models))
 
     @property
     def latest(self) -> str:
@@ -226,13 +163,24 @@ class RunContext:
         return list(self.models)[-1]
 
     def model(self, name: str) -> keras.Model:
-        """A model of the run, loaded (in safe mode) once from its file."""
+        """A model of the run: the one in memory, or loaded (in safe mode) once from its file."""
         if name not in self._loaded:
+            import time
+
+            began = time.monotonic()
             self._loaded[name] = load_model(self.path(self.models[name]))
+            self.loads.append((name, round(time.monotonic() - began, 2)))
         return self._loaded[name]
 
+    def keep(self, rel: str, model: keras.Model) -> None:
+        """Hands the model just saved at `rel` to later stages in memory. A model trained
+        under several replicas holds distributed variables, so it is reloaded from its file
+        instead (outside the strategy, as a resumed run would)."""
+        if self.strategy is None or self.strategy.num_replicas_in_sync == 1:
+            self._saved[rel] = model
+
     def save_model(self, name: str, model: keras.Model) -> str:
-        """Writes `models/<name>.keras` atomically; returns its relative path."""
-        path = self.path(f"models/{name}.keras")
-        _io.write_with(path, model.save)
-        return self.rel(path)
+        """Writes `models/<name>.keras` atomically and keeps the model in memory; returns its relative path."""
+        rel = self.folder.save_model(f"models/{name}.keras", model)
+        self.keep(rel, model)
+        return rel

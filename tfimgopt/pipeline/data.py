@@ -31,7 +31,11 @@ def _augmentation(config: RunConfig, strategy):
     t = config.train
     spec = t.augment_spec if t.augment_spec is not None else t.augment
     if spec == "auto":  # your model was trained without our augmentation: fine-tuning keeps its data as it was
-        spec = "digits" if config.data.source == "digits" else "none" if t.adopts_file else "default"
+        from tfimgopt.data import find_source
+
+        source = find_source(config.data.source)  # None for in-memory data, which the config only names
+        policy = source.augment if source is not None else "default"
+        spec = "none" if t.adopts_file and policy == "default" else policy
     aug = create_augmentation(spec, seed=config.seed)
     return split_augmentation(aug, t.augment_placement, strategy)
 

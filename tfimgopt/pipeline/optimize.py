@@ -79,7 +79,8 @@ class RunReport:
         chosen = report["selection"]["variant"]
         return cls(
             out_dir=out, variants=tuple(rows), selected=next((v for v in rows if v.name == chosen), None),
-            selection_reason=report["selection"]["reason"], baseline_accuracy=report["baseline"]["test_accuracy"],
+            selection_reason=report["selection"]["reason"],
+            baseline_accuracy=report[report["reference"]]["test_accuracy"],
             settled=tuple(report.get("settled", ())), warnings=tuple(report["warnings"]),
             failed={name: entry["reason"] for name, entry in report["failed_variants"].items()},
             keras3=bool(report.get("your_model", {}).get("keras3")), table=table or _table(rows), raw=report,
@@ -111,8 +112,8 @@ class RunReport:
                 is the int8 TFLite file; Keras 3 has no TFMOT fake-quant layers).
         """
         from tfimgopt.keras3 import to_keras3
+        from tfimgopt.models.files import load_model
         from tfimgopt.pipeline.adopt import as_given, with_softmax
-        from tfimgopt.pipeline.context import load_model
 
         chosen = self.variant(variant) if variant is not None else self.selected
         if chosen is None:

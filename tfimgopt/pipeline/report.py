@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
-from tfimgopt._io import sha256_file
-from tfimgopt.pipeline.variants import at_chance
+from tfimgopt import _io
+from tfimgopt.pipeline.stages.base import MEASURES, REFERENCE, TRAINS
+from tfimgopt.pipeline.variants import at_chance, chance_level, select_variant
+from tfimgopt.pipeline.verify import save_verification_data
 
 
 def run_warnings(records: dict[str, Any], rows: list[dict[str, Any]], chance: dict[str, Any],
@@ -32,17 +35,20 @@ def warning_box(warnings: list[str]) -> str:
     return "\n".join([bar, *[f"! WARNING: {w}" for w in warnings], bar])
 
 
-def artifact_hashes(out: str) -> list[dict[str, Any]]:
-    """SHA-256 and byte size of every model, TFLite file and plot in a run folder, and of
-    its config.json, report.md and verification.npz."""
+def artifact_hashes(out: str, folders: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """SHA-256 and byte size of every model, exported artifact (a file, or a folder hashed as
+    a tree) and plot in a run folder, and of its config.json, report.md and verification.npz.
+
+    `folders`: artifact folders beyond `ARTIFACT_FOLDERS` (a plugin exporter's own)."""
+    from tfimgopt.pipeline.verify import ARTIFACT_FOLDERS
+
     rels = [n for n in ("config.json", "report.md", "verification.npz") if os.path.isfile(os.path.join(out, n))]
-    for folder in ("models", "tflite", "plots"):
+    for folder in sorted(set(ARTIFACT_FOLDERS) | set(folders)):
         root = os.path.join(out, folder)
         if os.path.isdir(root):
-            rels += [f"{folder}/{n}" for n in sorted(os.listdir(root))
-                     if os.path.isfile(os.path.join(root, n)) and not n.startswith(".")]
+            rels += [f"{folder}/{n}" for n in sorted(os.listdir(root)) if not n.startswith(".")]
     paths = {rel: os.path.join(out, rel) for rel in rels}
-    return [{"path": rel, "sha256": sha256_file(p), "bytes": os.path.getsize(p)} for rel, p in paths.items()]
+    return [{"path": rel, "sha256": _io.sha256_tree(p), "bytes": _io.tree_bytes(p)} for rel, p in paths.items()]
 
 
 def time_note(seconds: dict[str, float]) -> str:
@@ -75,7 +81,8 @@ def plots(rows, records, chosen, out) -> list[str]:
 
 def metadata_note(report: dict[str, Any]) -> str:
     """Which files carry TFLite metadata, or why none does."""
-    written, export = report.get("tflite_metadata", []), report["config"]["export"]
+    written = report.get("tflite_metadata", [])
+    export = report["config"]["export"]  # not-a-switch: the config's export section
     if written:
         note = (f"TFLite metadata (label names, input normalization, name, version {export['model_version']!r}) "
                 f"in {len(written)} of {len(report['verification'])} files: MediaPipe Tasks' ImageClassifier and "
@@ -92,7 +99,7 @@ def report_markdown(report: dict[str, Any], table: str) -> str:
     data = report["dataset"]
     lines = ["# tfimgopt run report", ""]
     if report.get("your_model"):
-        yours, base = report["your_model"], report["baseline"]
+        yours, base = report["your_model"], report[report["reference"]]
         lines += [f"**Your model** ({yours['source']}{', Keras 3' if yours['keras3'] else ''}): test accuracy "
                   f"**{100 * yours['test_accuracy']:.2f}%** on {report['chance']['test_images']} test images, input "
                   f"range {yours['input_range']}, "
@@ -108,27 +115,16 @@ def report_markdown(report: dict[str, Any], table: str) -> str:
         "",
         "| stage | model | test accuracy (Keras) | notes |",
         "|---|---|---:|---|",
-        f"| baseline | {report['baseline']['model']} ({report['baseline']['params']:,} params) | "
-        f"{report['baseline']['test_accuracy']:.4f} | |",
+        *[f"| {r['stage']} | {r['model']} | "
+          + ("" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}") + f" | {r['notes']} |"
+          for r in report["training"]],
     ]
-    if "student" in report:
-        s = report["student"]
-        note = f"alpha {s['alpha']:g}, T {s['temperature']:g}" + (" (tuned)" if s["tuning"] else "")
-        note += f", transfer set with {s['unlabelled_images']} unlabelled images" if s["transfer_set"] else ""
-        lines.append(f"| distill | {s['model']} ({s['params']:,} params) | {s['test_accuracy']:.4f} | {note} |")
-    if "pruned" in report:
-        p = report["pruned"]
-        lines.append(f"| prune | {p['from']} | {p['test_accuracy']:.4f} | sparsity {p['sparsity']:.1%} "
-                     f"(target {p['target_sparsity']:.0%}) |")
-    if "qat" in report:
-        kept = report["qat"]["preserved_sparsity"]
-        lines.append(f"| qat | pruned, sparsity-preserving | | sparsity kept {kept:.1%} |")
     sel = report["selection"]
     if report.get("warnings"):
         lines[2:2] = ["> **WARNING**", *[f"> - {w}" for w in report["warnings"]], ""]
     lines += [
         "",
-        "## TFLite variants (measured in the LiteRT interpreter on the test split)",
+        "## Exported variants (measured on the test split; TFLite files in the LiteRT interpreter)",
         "",
         table,
         "",
@@ -150,3 +146,62 @@ def report_markdown(report: dict[str, Any], table: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def write_report(ctx: Any, stage_seconds: dict[str, float], elapsed: float, by_key: dict[str, dict[str, Any]],
+                 roles: dict[str, str], training: list[dict[str, Any]], strategy_desc: str, precision: str
+                 ) -> dict[str, Any]:
+    """Selects the variant to ship, draws the plots, records verification outputs and writes
+    report.json and report.md (with every artifact's hash). `roles`: stage key -> role;
+    `training`: the rows of the stages' `report_row`."""
+    config, out, info = ctx.config, ctx.out, ctx.data.splits.info
+    table = next(by_key[k] for k, role in roles.items() if role == MEASURES)
+    reference_key = next(k for k, role in roles.items() if role == REFERENCE)
+    reference = by_key[reference_key]
+    chance = chance_level(ctx.data.splits.test)
+    selection = select_variant(table["rows"], config.export.optimize_for, config.export.max_accuracy_drop, chance)
+    trained = {k: r for k, r in by_key.items() if roles[k] in (REFERENCE, TRAINS)}
+    warnings = run_warnings(trained, table["rows"], chance, ctx.failed)
+    pictures = plots(table["rows"], trained, selection["variant"], out)
+    sample = next(iter(ctx.data.splits.test.batch(16)))[0].numpy().astype("float32")
+    save_verification_data(out, {v.name: (v.path, v.mode) for v in ctx.variants}, sample)
+    checks, with_metadata = {}, []
+    for record in ctx.records.values():
+        for name, entry in {**record.get("files", {}), **record.get("failed", {})}.items():
+            checks[name] = entry["verify"]
+            if entry.get("metadata"):
+                with_metadata.append(name)
+    report = {
+        **({"your_model": ctx.user.report(reference, config.data.input_range)} if ctx.user else {}),
+        "settled": ctx.notes,
+        "dataset": {"name": info.name, "num_classes": info.num_classes, "image_shape": list(info.image_shape),
+                    "num_examples": dict(info.num_examples), "unlabelled": ctx.data.num_unlabelled},
+        "strategy": strategy_desc,
+        "replicas": ctx.strategy.num_replicas_in_sync, "precision": precision,
+        **trained,
+        "reference": reference_key,
+        "training": training,
+        "config": json.loads(json.dumps(config.to_dict())),
+        "verification": checks,
+        "tflite_metadata": with_metadata,
+        "variants": table["rows"],
+        "table": table["markdown"],
+        "failed_variants": {name: {"reason": entry["reason"], "verify": entry["verify"]}
+                            for name, entry in ctx.failed.items()},
+        "chance": chance,
+        "warnings": warnings,
+        "selection": selection,
+        "plots": pictures,
+        "seconds": round(elapsed, 2),
+        "stage_seconds": stage_seconds,
+        # Models read back from disk (a resumed run's skipped stages); a fresh run keeps them in memory.
+        "model_loads": [{"model": name, "seconds": seconds} for name, seconds in ctx.loads],
+    }
+    _io.write_text(os.path.join(out, "report.md"), report_markdown(report, table["markdown"]))
+    folders = tuple({v.path.split("/")[0] for v in ctx.variants})
+    report["artifacts"] = artifact_hashes(out, folders)  # report.md included; report.json cannot hash itself
+    _io.write_json(os.path.join(out, "report.json"), report)
+    summary = (f"\n{table['markdown']}\n\n{resolution_note(chance)}\n{time_note(stage_seconds)}\n"
+               f"selected: {selection['reason']}\nrun folder: {out}")
+    ctx.log(summary + ("\n" + warning_box(warnings) if warnings else ""))
+    return report

@@ -24,19 +24,9 @@ from tfimgopt.pipeline.adopt import load_user_model, save_input_model, settle_ch
 from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.context import RunContext
 from tfimgopt.pipeline.data import data_fingerprint, prepare_data
-from tfimgopt.pipeline.report import (
-    artifact_hashes,
-    plots,
-    report_markdown,
-    resolution_note,
-    run_warnings,
-    time_note,
-    warning_box,
-)
+from tfimgopt.pipeline.report import write_report
 from tfimgopt.pipeline.stages import Stage, fingerprint, get_stage, list_stages
 from tfimgopt.pipeline.stages.base import RECORD_VERSION
-from tfimgopt.pipeline.variants import chance_level, select_variant
-from tfimgopt.pipeline.verify import save_verification_data
 
 
 def run(config: RunConfig, log: Callable[[str], None] = print, *, model: Any = None, data: Any = None
@@ -137,7 +127,7 @@ def _artifact_paths(record: dict[str, Any]) -> list[str]:
 
 
 def _hashes(ctx: RunContext, record: dict[str, Any]) -> dict[str, str]:
-    return {rel: _io.sha256_file(ctx.path(rel)) for rel in _artifact_paths(record)}
+    return {rel: _io.sha256_tree(ctx.path(rel)) for rel in _artifact_paths(record)}
 
 
 def _tampered(ctx: RunContext, stage: Stage, record: dict[str, Any]) -> str | None:
@@ -157,9 +147,9 @@ def _tampered(ctx: RunContext, stage: Stage, record: dict[str, Any]) -> str | No
             path = ctx.path(rel)
         except ConfigError:
             return f"{rel!r} leaves the run folder"
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             return f"{rel} is missing"
-        if _io.sha256_file(path) != digest:
+        if _io.sha256_tree(path) != digest:
             return f"{rel} changed since the stage wrote it"
     return None
 
@@ -231,62 +221,17 @@ def _run(config: RunConfig, log: Callable[[str], None], model: Any, source: Any)
     stages = [s for s in map(get_stage, list_stages()) if s.enabled(config)]
     for stage in stages:
         stage.preflight(ctx)
-    by_key, redone = {}, []
+    by_key, redone, rows = {}, [], []
     for stage in stages:
         record = _run_stage(stage, ctx, records, data_hash, redone)
         ctx.records[stage.name] = record
         stage.publish(ctx, record)
         by_key[stage.key] = record
+        rows += [row for row in [stage.report_row(record)] if row is not None]
     where = f"{_strategy_name(strategy)} on {strategy_kind(strategy).upper()}"
-    return _report(ctx, records, by_key, strategy_desc=where, precision=precision)
-
-
-def _report(ctx: RunContext, records: _Records, by_key: dict[str, dict[str, Any]], strategy_desc: str,
-            precision: str) -> dict[str, Any]:
-    config, out, info = ctx.config, ctx.out, ctx.data.splits.info
-    table = by_key["evaluate"]
-    chance = chance_level(ctx.data.splits.test)
-    selection = select_variant(table["rows"], config.export.optimize_for, config.export.max_accuracy_drop, chance)
-    trained = {k: r for k, r in by_key.items() if k not in ("export", "evaluate")}
-    warnings = run_warnings(trained, table["rows"], chance, ctx.failed)
-    pictures = plots(table["rows"], trained, selection["variant"], out)
-    sample = next(iter(ctx.data.splits.test.batch(16)))[0].numpy().astype("float32")
-    save_verification_data(out, {v.name: v.path for v in ctx.variants}, sample)
-    checks, with_metadata = {}, []
-    for record in ctx.records.values():
-        for name, entry in {**record.get("files", {}), **record.get("failed", {})}.items():
-            checks[name] = entry["verify"]
-            if entry.get("metadata"):
-                with_metadata.append(name)
-    report = {
-        **({"your_model": ctx.user.report(by_key["baseline"], config.data.input_range)} if ctx.user else {}),
-        "settled": ctx.notes,
-        "dataset": {"name": info.name, "num_classes": info.num_classes, "image_shape": list(info.image_shape),
-                    "num_examples": dict(info.num_examples), "unlabelled": ctx.data.num_unlabelled},
-        "strategy": strategy_desc,
-        "replicas": ctx.strategy.num_replicas_in_sync, "precision": precision,
-        **trained,
-        "config": json.loads(json.dumps(config.to_dict())),
-        "verification": checks,
-        "tflite_metadata": with_metadata,
-        "variants": table["rows"],
-        "table": table["markdown"],
-        "failed_variants": {name: {"reason": entry["reason"], "verify": entry["verify"]}
-                            for name, entry in ctx.failed.items()},
-        "chance": chance,
-        "warnings": warnings,
-        "selection": selection,
-        "plots": pictures,
-        "seconds": round(records.elapsed(), 2),
-        "stage_seconds": records.seconds,
-    }
-    _io.write_text(os.path.join(out, "report.md"), report_markdown(report, table["markdown"]))
-    report["artifacts"] = artifact_hashes(out)  # report.md included; report.json cannot hash itself
-    _io.write_json(os.path.join(out, "report.json"), report)
-    summary = (f"\n{table['markdown']}\n\n{resolution_note(chance)}\n{time_note(records.seconds)}\n"
-               f"selected: {selection['reason']}\nrun folder: {out}")
-    ctx.log(summary + ("\n" + warning_box(warnings) if warnings else ""))
-    return report
+    roles = {stage.key: stage.role for stage in stages}
+    return write_report(ctx, records.seconds, records.elapsed(), by_key, roles, rows, strategy_desc=where,
+                        precision=precision)
 
 
 def _strategy_name(strategy) -> str:

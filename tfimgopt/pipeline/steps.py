@@ -7,11 +7,14 @@ import os
 from typing import Any
 
 from tfimgopt import _io
+from tfimgopt._plugins import LOADED
+from tfimgopt.compress import get_technique
+from tfimgopt.compress.quantize import QAT_MODES
 from tfimgopt.errors import ConfigError, VerificationError, received
-from tfimgopt.pipeline.config import RunConfig
+from tfimgopt.pipeline.config import MODEL_FILE_SUFFIXES, RunConfig
 from tfimgopt.pipeline.context import test_accuracy
 from tfimgopt.pipeline.data import calibration_images, prepare_data
-from tfimgopt.pipeline.stages.distill import distil
+from tfimgopt.pipeline.stages.distill import train_student
 from tfimgopt.pipeline.stages.export import model_metadata
 from tfimgopt.pipeline.verify import VERIFY_FILE, save_verification_data, verify_run
 
@@ -67,15 +70,13 @@ def distill_step(config: RunConfig, teacher_path: str, output: str, *, safe_mode
         raise ConfigError("No zoo student has at most 1/8 of this teacher's parameters: name one with --student (a "
                           "zoo model or a model file; distill.allow_larger_student=true if it is not smaller). "
                           f"Received: teacher={teacher_path!r}")
-    model, alpha, temperature, _ = distil(config, data, teacher, _work_dir(output))
+    model, alpha, temperature, _ = train_student(config, data, teacher, _work_dir(output))
     _save_as_given(output, model)
     return {"path": output, "alpha": alpha, "temperature": temperature,
             "test_accuracy": test_accuracy(model, data.test), "params": int(model.count_params())}
 
 
 def _apply(name: str, config: RunConfig, model_path: str, output: str, safe_mode: bool):
-    from tfimgopt.compress import get_technique
-
     technique = get_technique(name)
     config, model, data = adopt_file(config, model_path, safe_mode=safe_mode)
     result = technique.apply(model, data.train, data.val, technique.settings_from(config), work_dir=_work_dir(output))
@@ -106,11 +107,11 @@ def quantize_step(config: RunConfig, model_path: str, output: str, *, safe_mode:
 
     _check_output(output, (".tflite",))
     result, data = _apply("qat", config, model_path, output, safe_mode)
-    exporter = get_exporter("int8")
-    blob = exporter.export(result.model, output, calibration_images(data),
-                           num_calibration=config.export.num_calibration)
-    check = exporter.verify(blob, result.model, data.test)
-    measured = exporter.evaluate(output, data.test, latency_runs=config.export.latency_runs)
+    exporter = get_exporter(QAT_MODES[0])
+    artifact = exporter.export(result.model, output, calibration=calibration_images(data),
+                               num_calibration=config.export.num_calibration)
+    check = artifact.verify(result.model, data.test)
+    measured = artifact.measure(data.test, latency_runs=config.export.latency_runs)
     return {"path": output, "verify": check, **measured}
 
 
@@ -124,25 +125,29 @@ def export_step(config: RunConfig, model_path: str, output: str, mode: str, *, s
     _check_output(output, (exporter.suffix,))
     config, model, data = adopt_file(config, model_path, safe_mode=safe_mode)
     metadata = model_metadata(config, data, os.path.splitext(os.path.basename(output))[0])
-    blob = exporter.export(model, output, calibration_images(data) if exporter.needs_calibration else None,
-                           num_calibration=config.export.num_calibration, metadata=metadata)
-    return {"path": output, "bytes": len(blob), "metadata": metadata is not None,
-            "verify": exporter.verify(blob, model, data.test)}
+    artifact = exporter.export(model, output,
+                               calibration=calibration_images(data) if exporter.needs_calibration else None,
+                               num_calibration=config.export.num_calibration, metadata=metadata)
+    return {"path": output, "bytes": artifact.sizes()["size_bytes"], "metadata": metadata is not None,
+            "verify": artifact.verify(model, data.test)}
 
 
 def evaluate_step(config: RunConfig, model_path: str, *, safe_mode: bool = True) -> dict[str, Any]:
-    """Accuracy (and for .tflite: latency and size in LiteRT) of a model file on the test split."""
-    from tfimgopt.export import evaluate_tflite
+    """Accuracy of a model file on the test split; for an exported artifact (a `.tflite`
+    file, a SavedModel serving folder, any registered exporter's) also its latency and size.
+    A Keras model file (`.keras`, `.h5`) is adopted like `tfimgopt run` adopts it."""
+    from tfimgopt.export import open_artifact
+    from tfimgopt.export.exporters import exporter_for
 
-    if str(model_path).endswith(".tflite"):
-        if not os.path.isfile(model_path):
-            raise ConfigError(f"TFLite file not found. {received('model', model_path)}")
-        from tfimgopt._litert import run_isolated
-
+    keras_file = isinstance(model_path, str) and model_path.endswith(MODEL_FILE_SUFFIXES)
+    if not keras_file and exporter_for(model_path) is not None:
+        artifact = open_artifact(model_path)
         data = prepare_data(config)
-        # A corrupt file can crash LiteRT itself: try it in a child process first.
-        run_isolated(model_path, next(iter(data.test))[0].numpy()[:2].astype("float32"))
-        return evaluate_tflite(model_path, data.test, latency_runs=config.export.latency_runs)
+        # A corrupt file can crash its runtime (LiteRT, TensorFlow): try it in a child process first.
+        artifact.predict_isolated(next(iter(data.test))[0].numpy()[:2].astype("float32"), tuple(LOADED))
+        return artifact.measure(data.test, latency_runs=config.export.latency_runs)
+    if isinstance(model_path, str) and model_path.endswith(".tflite") and not os.path.isfile(model_path):
+        raise ConfigError(f"TFLite file not found. {received('model', model_path)}")
     config, model, data = adopt_file(config, model_path, safe_mode=safe_mode)
     return {"accuracy": test_accuracy(model, data.test), "params": int(model.count_params()),
             "input_range": config.data.input_range, "image_size": config.data.image_size}

@@ -9,6 +9,7 @@ import numpy as np
 
 from tfimgopt.compat import tf
 from tfimgopt.errors import ConfigError
+from tfimgopt.pipeline.config import REFERENCE_MODE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,12 +44,10 @@ class Variant:
         return cls(**{k: v for k, v in values.items() if k in fields})
 
 
-REFERENCE_MODEL, REFERENCE_MODE = "baseline", "float32"
-
-
-def is_reference(model: str, mode: str) -> bool:
-    """Whether the variant of `model` in `mode` is the run's reference."""
-    return model == REFERENCE_MODEL and mode == REFERENCE_MODE
+def is_reference(first_model: bool, mode: str) -> bool:
+    """Whether the variant in `mode` of a model (the run's first, the baseline, or not) is the
+    run's reference: the baseline's export in `REFERENCE_MODE`."""
+    return first_model and mode == REFERENCE_MODE
 
 
 def chance_level(test_split: tf.data.Dataset) -> dict[str, Any]:

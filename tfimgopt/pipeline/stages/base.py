@@ -18,7 +18,13 @@ from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.context import RunContext
 
 #: Bumped when the meaning of a record changes, so older run folders redo their stages.
-RECORD_VERSION = 3
+RECORD_VERSION = 4
+#: Stage roles: what the run and the report do with a stage's record.
+REFERENCE = "reference"  # trains (or adopts) the model every other one is measured against
+TRAINS = "trains"  # makes a model (or exports one it trained): a row of the training table
+EXPORTS = "exports"  # writes the artifacts of the run's models
+MEASURES = "measures"  # measures the artifacts: its record is the variants table the selection reads
+ROLES = (REFERENCE, TRAINS, EXPORTS, MEASURES)
 
 
 class Stage:
@@ -34,9 +40,11 @@ class Stage:
         uses_data: Whether its result depends on the data (its fingerprint then includes
             `data_fingerprint`: the data settings, the seed and a folder's file listing).
         report_key: Key of its record in report.json (default: the name).
+        role: One of `ROLES`: what the run and the report do with its record.
     """
 
     name: str = ""
+    role: str = TRAINS
     order: int = 50
     settings: tuple[str, ...] = ()
     uses_data: bool = True
@@ -64,6 +72,15 @@ class Stage:
 
     def publish(self, ctx: RunContext, record: dict[str, Any]) -> None:
         """Adds what the record made (models, variants) to `ctx` for later stages."""
+
+    def report_row(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The stage's row in report.md's training table (`stage`, `model`, `test_accuracy`,
+        `notes`), or None for a stage that trains nothing. The default reads the record's
+        `model` and `test_accuracy`."""
+        if "test_accuracy" not in record and "model" not in record:
+            return None
+        return {"stage": self.name, "model": str(record.get("model", self.key)),
+                "test_accuracy": record.get("test_accuracy"), "notes": ""}
 
     def inputs(self, config: RunConfig) -> dict[str, Any]:
         """`{config key: value}` of every setting this stage reads."""
@@ -97,34 +114,10 @@ def register_stage(stage: Stage) -> Stage:
     """Adds a stage to every run (in `stage.order`).
 
     Raises:
-        ConfigError: if a stage of that name is registered already.
+        ConfigError: if a stage of that name is registered already, or its role is unknown.
     """
+    if stage.role not in ROLES:
+        from tfimgopt.errors import ConfigError, received
+
+        raise ConfigError(f"A stage's role must be one of {ROLES}. {received('role', stage.role)}")
     return _STAGES.register(stage.name, stage)
-
-
-def _sync_techniques() -> None:
-    """Every registered compression technique is a stage (registered after us or not)."""
-    from tfimgopt.compress import get_technique, list_techniques
-    from tfimgopt.pipeline.stages.technique import TechniqueStage
-
-    for name in list_techniques():
-        if name not in _STAGES:
-            register_stage(TechniqueStage(get_technique(name)))
-
-
-def get_stage(name: str) -> Stage:
-    """The stage registered as `name`; an unknown name raises with close names."""
-    _sync_techniques()
-    return _STAGES.get(name)
-
-
-def list_stages(filter: str | None = None, exclude: Sequence[str] = ()) -> list[str]:  # noqa: A002
-    """Stage names in run order.
-
-    Example:
-        >>> from tfimgopt.pipeline.stages import list_stages
-        >>> list_stages()
-        ['baseline', 'distill', 'channel_prune', 'prune', 'cluster', 'qat', 'export', 'evaluate']
-    """
-    _sync_techniques()
-    return sorted(_STAGES.names(filter, exclude), key=lambda n: (_STAGES.get(n).order, n))

@@ -9,12 +9,12 @@ from tfimgopt.compat import keras
 from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.context import RunContext, build_model, test_accuracy
 from tfimgopt.pipeline.data import PreparedData
-from tfimgopt.pipeline.stages.base import Stage, register_stage
+from tfimgopt.pipeline.stages.base import REFERENCE, Stage, register_stage
 
 
 def train_classifier(
     config: RunConfig, data: PreparedData, model_path: str, work_dir: str, root: str | None = None,
-    strategy=None, user=None,
+    strategy=None, user=None, keep=None,
 ) -> dict[str, Any]:
     """Trains `config.train.model` on `data`, saves it atomically, measures the test split.
 
@@ -75,6 +75,8 @@ def train_classifier(
         # With augmentation in the model, the classifier is its last layer: that is what ships.
         model = trained.layers[-1] if data.model_augmentation is not None else trained
     _io.write_with(model_path, model.save)
+    if keep is not None:  # the run hands it to the next stages in memory
+        keep(model)
 
     def rel(path):
         return os.path.relpath(path, root) if root else path
@@ -94,6 +96,7 @@ class BaselineStage(Stage):
     """Trains the baseline classifier; it is the teacher and the accuracy reference."""
 
     name = "baseline"
+    role = REFERENCE
     order = 10
     settings = ("seed", "train")
 
@@ -110,8 +113,18 @@ class BaselineStage(Stage):
         return values
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        return train_classifier(ctx.config, ctx.data, ctx.path("models/baseline.keras"), ctx.work_dir("baseline"),
-                                ctx.out, ctx.strategy, ctx.user)
+        rel = "models/baseline.keras"
+        return train_classifier(ctx.config, ctx.data, ctx.path(rel), ctx.work_dir("baseline"), ctx.out, ctx.strategy,
+                                ctx.user, keep=lambda model: ctx.keep(rel, model))
+
+    def report_row(self, record: dict[str, Any]) -> dict[str, Any]:
+        notes = "the accuracy reference"
+        if "adopted" in record:
+            notes = f"your model, fine-tuned {record['epochs']} epochs" if record["epochs"] else "your model, as it is"
+        elif "weights" in record:
+            notes = f"from {record['weights']} weights"
+        return {"stage": self.name, "model": f"{record['model']} ({record['params']:,} params)",
+                "test_accuracy": record["test_accuracy"], "notes": notes}
 
     def publish(self, ctx: RunContext, record: dict[str, Any]) -> None:
         ctx.add_model("baseline", record["path"])

@@ -13,7 +13,7 @@ from tfimgopt.pipeline.data import PreparedData
 from tfimgopt.pipeline.stages.base import Stage, register_stage
 
 
-def distil(config: RunConfig, data: PreparedData, teacher: keras.Model, work_dir: str, strategy=None, log=print):
+def train_student(config: RunConfig, data: PreparedData, teacher: keras.Model, work_dir: str, strategy=None, log=print):
     """Distils `teacher` into `config.distill.student` on the transfer set (or the labelled
     training data), tuning alpha and temperature first if asked.
 
@@ -122,8 +122,8 @@ class DistillStage(Stage):
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         work = ctx.work_dir("student")
-        model, alpha, temperature, table = distil(ctx.config, ctx.data, ctx.model("baseline"), work, ctx.strategy,
-                                                  ctx.log)
+        teacher = ctx.model(ctx.reference)
+        model, alpha, temperature, table = train_student(ctx.config, ctx.data, teacher, work, ctx.strategy, ctx.log)
         return {
             "model": os.path.basename(ctx.config.distill.student), "params": int(model.count_params()), "alpha": alpha,
             "temperature": temperature, "transfer_set": ctx.data.transfer is not None,
@@ -131,6 +131,13 @@ class DistillStage(Stage):
             "test_accuracy": test_accuracy(model, ctx.data.test), "path": ctx.save_model("student", model),
             "history": None if table else ctx.rel(f"{work}/history.csv"),
         }
+
+    def report_row(self, record: dict[str, Any]) -> dict[str, Any]:
+        notes = f"alpha {record['alpha']:g}, T {record['temperature']:g}" + (" (tuned)" if record["tuning"] else "")
+        if record["transfer_set"]:
+            notes += f", transfer set with {record['unlabelled_images']} unlabelled images"
+        return {"stage": self.name, "model": f"{record['model']} ({record['params']:,} params)",
+                "test_accuracy": record["test_accuracy"], "notes": notes}
 
     def publish(self, ctx: RunContext, record: dict[str, Any]) -> None:
         ctx.add_model("student", record["path"])

@@ -1,4 +1,4 @@
-"""The evaluate stage: every verified variant measured in LiteRT on the test split."""
+"""The evaluate stage: every verified variant measured (TFLite files in LiteRT) on the test split."""
 
 from __future__ import annotations
 
@@ -7,27 +7,29 @@ from typing import Any
 
 from tfimgopt.errors import VerificationError
 from tfimgopt.pipeline.context import RunContext
-from tfimgopt.pipeline.stages.base import Stage, register_stage
+from tfimgopt.pipeline.stages.base import MEASURES, Stage, register_stage
+from tfimgopt.pipeline.stages.export import ExportStage
 
 
 class EvaluateStage(Stage):
     """Accuracy, size and latency of each variant, in one table against the reference."""
 
     name = "evaluate"
+    role = MEASURES
     order = 90
     settings = ("export.num_threads", "export.latency_runs")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        from tfimgopt.export import compare, get_exporter
+        from tfimgopt.export import compare, open_artifact
 
         e = ctx.config.export
         results = {}
         # The export stage's table first (baseline, student, pruned...), then what techniques exported.
-        variants = sorted(ctx.variants, key=lambda v: v.stage != "export")
+        variants = sorted(ctx.variants, key=lambda v: v.stage != ExportStage.name)
         for variant in variants:
             began = time.monotonic()
-            result = get_exporter(variant.mode).evaluate(ctx.path(variant.path), ctx.data.test,
-                                                         num_threads=e.num_threads, latency_runs=e.latency_runs)
+            artifact = open_artifact(ctx.path(variant.path), variant.mode)
+            result = artifact.measure(ctx.data.test, num_threads=e.num_threads, latency_runs=e.latency_runs)
             results[variant.name] = {**result, "sparsity": variant.sparsity,
                                      "evaluate_s": round(time.monotonic() - began, 2)}
         reference = next((v.name for v in ctx.variants if v.reference), None)

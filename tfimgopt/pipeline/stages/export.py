@@ -11,14 +11,14 @@ from tfimgopt.errors import DataError
 from tfimgopt.pipeline.config import RunConfig
 from tfimgopt.pipeline.context import RunContext
 from tfimgopt.pipeline.data import PreparedData, calibration_images
-from tfimgopt.pipeline.stages.base import Stage, register_stage
+from tfimgopt.pipeline.stages.base import EXPORTS, Stage, register_stage
 from tfimgopt.pipeline.variants import Variant
 
 
 def failure_reason(check: dict[str, Any]) -> str:
     """Why a verification failed, with its numbers."""
     if "error" in check:
-        return f"LiteRT cannot run it: {check['error']}"
+        return f"it does not run: {check['error']}"
     if "relative_diff" not in check:
         return f"verification failed: needed {check.get('criterion')}"
     ties = check.get("near_ties", 0)
@@ -57,13 +57,13 @@ def export_variant(ctx: RunContext, model: keras.Model, variant: Variant) -> dic
     exporter = get_exporter(variant.mode)
     metadata = model_metadata(ctx.config, ctx.data, variant.name)
     began = time.monotonic()
-    blob = exporter.export(model, ctx.path(variant.path),
-                           calibration_images(ctx.data) if exporter.needs_calibration else None,
-                           num_calibration=ctx.config.export.num_calibration, metadata=metadata)
+    artifact = exporter.export(model, ctx.path(variant.path),
+                               calibration=calibration_images(ctx.data) if exporter.needs_calibration else None,
+                               num_calibration=ctx.config.export.num_calibration, metadata=metadata)
     converted = time.monotonic()
     try:
-        check = exporter.verify(blob, model, ctx.data.test, num_samples=64)
-    except (RuntimeError, DataError) as err:  # LiteRT cannot prepare or run the file: a failed variant
+        check = artifact.verify(model, ctx.data.test, num_samples=64)
+    except (RuntimeError, DataError) as err:  # the runtime cannot prepare or run the file: a failed variant
         check = {"passed": False, "error": " ".join(str(err).split())[:300]}
     entry = {**variant.to_dict(), "verify": check, "convert_s": round(converted - began, 2),
              "verify_s": round(time.monotonic() - converted, 2), "metadata": metadata is not None}
@@ -85,10 +85,11 @@ def publish_entries(ctx: RunContext, record: dict[str, Any]) -> None:
 
 
 class ExportStage(Stage):
-    """Exports every model of the run: the baseline in every mode of `export.modes`, later
-    models in the modes whose exporter has `every_model` (float32 and int8)."""
+    """Exports every model of the run: the first (the baseline) in every mode of
+    `export.modes`, later models in the modes whose exporter has `every_model` (float32 and int8)."""
 
     name = "export"
+    role = EXPORTS
     order = 80
     settings = ("export.modes", "export.num_calibration", "export.metadata", "export.model_name",
                 "export.model_version", "export.author", "export.license")
@@ -101,13 +102,13 @@ class ExportStage(Stage):
         from tfimgopt.pipeline.variants import is_reference
 
         plan = []
-        for model in ctx.models:
+        for i, model in enumerate(ctx.models):
             for mode in ctx.config.export.modes:
                 exporter = get_exporter(mode)
-                if model == "baseline" or exporter.every_model:
-                    plan.append(Variant(f"{model}_{mode}", self.name, model, mode,
-                                        f"tflite/{model}_{mode}{exporter.suffix}", ctx.sparsity.get(model),
-                                        is_reference(model, mode)))
+                if i == 0 or exporter.every_model:  # the first model (the reference) in every mode
+                    name = f"{model}_{mode}"
+                    plan.append(Variant(name, self.name, model, mode, exporter.artifact_path(name),
+                                        ctx.sparsity.get(model), is_reference(i == 0, mode)))
         return plan
 
     def run(self, ctx: RunContext, only: set[str] | None = None) -> dict[str, Any]:

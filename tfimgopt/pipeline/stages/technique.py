@@ -7,6 +7,7 @@ from typing import Any
 
 from tfimgopt.compat import keras
 from tfimgopt.compress import Technique
+from tfimgopt.compress.techniques import EXPORT_MODEL, KEEP_MODEL
 from tfimgopt.pipeline.context import RunContext, test_accuracy
 from tfimgopt.pipeline.stages.base import Stage
 from tfimgopt.pipeline.stages.export import export_variant, publish_entries, split_entries
@@ -21,7 +22,7 @@ class TechniqueStage(Stage):
         self.name = technique.name
         self.order = technique.order
         self.settings = technique.settings + (("export.modes", "export.num_calibration")
-                                              if technique.result == "export" else ())
+                                              if technique.result == EXPORT_MODEL else ())
         self.report_key = technique.report_key
 
     def enabled(self, config) -> bool:
@@ -43,7 +44,7 @@ class TechniqueStage(Stage):
         record: dict[str, Any] = {"from": source, **result.report, "history": ctx.rel(f"{work}/history.csv")}
         if "target_sparsity" in t.settings_from(ctx.config):
             record["target_sparsity"] = t.settings_from(ctx.config)["target_sparsity"]
-        if t.result == "model":
+        if t.result == KEEP_MODEL:
             record["test_accuracy"] = test_accuracy(result.model, ctx.data.test)
             record["path"] = ctx.save_model(self.model_name, result.model)
             return record
@@ -53,20 +54,20 @@ class TechniqueStage(Stage):
             from tfimgopt.export import get_exporter
 
             name = f"{source}_{t.variant_tag or t.name}"
-            variant = Variant(f"{name}_{mode}", self.name, name, mode,
-                              f"tflite/{name}_{mode}{get_exporter(mode).suffix}", sparsity)
+            file = f"{name}_{mode}"
+            variant = Variant(file, self.name, name, mode, get_exporter(mode).artifact_path(file), sparsity)
             entries[variant.name] = export_variant(ctx, result.model, variant)
         return {**record, **split_entries(entries)}
 
+    def report_row(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {"stage": self.name, "model": f"{self.model_name} (from {record['from']})",
+                "test_accuracy": record.get("test_accuracy"), "notes": self.technique.describe(record)}
+
     def publish(self, ctx: RunContext, record: dict[str, Any]) -> None:
-        if self.technique.result == "model":
+        if self.technique.result == KEEP_MODEL:
             ctx.add_model(self.model_name, record["path"], record.get("sparsity"))
-            if "sparsity" in record:
-                ctx.log(f"{self.model_name} {record['from']}: sparsity {record['sparsity']:.1%}, "
-                        f"test accuracy {record['test_accuracy']:.4f}")
-            elif "flops_after" in record:
-                ctx.log(f"{self.model_name} {record['from']}: {record['params_before']:,} -> "
-                        f"{record['params_after']:,} parameters, {record['flops_before']:,} -> "
-                        f"{record['flops_after']:,} multiply-adds, test accuracy {record['test_accuracy']:.4f}")
         else:
             publish_entries(ctx, record)
+        row = self.report_row(record)
+        accuracy = "" if row["test_accuracy"] is None else f", test accuracy {row['test_accuracy']:.4f}"
+        ctx.log(f"{self.model_name} {record['from']}: {row['notes'] or self.technique.summary}{accuracy}")
