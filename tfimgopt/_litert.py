@@ -90,25 +90,31 @@ def run_isolated(path: str, images: np.ndarray, timeout: float = 300.0) -> np.nd
         DataError: when the file does not load, or crashes or hangs the interpreter (the
             child's signal or exit status is named), instead of taking this process down.
     """
+    return predict_in_child("tfimgopt._litert", [os.fspath(path)], [], images, path, timeout=timeout,
+                            failed="LiteRT failed on the file", late="LiteRT did not finish running the file")
+
+
+def predict_in_child(module: str, before: list[str], after: list[str], images: np.ndarray, path: str, *,
+                     timeout: float, failed: str, late: str, env: dict | None = None) -> np.ndarray:
+    """Runs `python -m MODULE *before INPUTS.npy OUTPUTS.npy *after` on `images` and returns
+    what the child saved; a crash, a hang or a non-zero exit becomes a `DataError` that says
+    `failed` (with the signal or exit status and the child's last line) or `late`."""
+    import signal
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="tfimgopt-litert-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tfimgopt-child-") as tmp:
         inputs, outputs = os.path.join(tmp, "in.npy"), os.path.join(tmp, "out.npy")
         np.save(inputs, np.asarray(images, np.float32))
         try:
-            child = subprocess.run([sys.executable, "-m", "tfimgopt._litert", os.fspath(path), inputs, outputs],
-                                   capture_output=True, text=True, timeout=timeout)
+            child = subprocess.run([sys.executable, "-m", module, *before, inputs, outputs, *after],
+                                   capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
-            raise DataError(f"LiteRT did not finish running the file within {timeout:.0f} s. "
-                            f"{received('path', path)}") from None
+            raise DataError(f"{late} within {timeout:.0f} s. {received('path', path)}") from None
         if child.returncode != 0:
-            import signal
-
             status = (f"killed by {signal.Signals(-child.returncode).name}" if child.returncode < 0
                       else f"exit status {child.returncode}")
             last = (child.stderr.strip().splitlines() or [""])[-1]
-            raise DataError(f"LiteRT failed on the file ({status}{': ' + last if last else ''}). "
-                            f"{received('path', path)}")
+            raise DataError(f"{failed} ({status}{': ' + last if last else ''}). {received('path', path)}")
         return np.load(outputs)
 
 

@@ -2,9 +2,19 @@
 verified against the Keras model and measured (LiteRT for TFLite)."""
 
 from tfimgopt.export.artifact import Artifact, artifact_sizes, check_outputs
-from tfimgopt.export.exporters import Exporter, get_exporter, list_exporters, open_artifact, register_exporter
+from tfimgopt.export.exporters import (
+    Exporter,
+    exporter_for_mode,
+    get_exporter,
+    list_exporters,
+    open_artifact,
+    register_exporter,
+)
 from tfimgopt.export.keras_file import KerasArtifact, KerasExporter
+from tfimgopt.export.layers import layer_precisions
+from tfimgopt.export.litert_recipes import LiteRTArtifact, LiteRTExporter
 from tfimgopt.export.metadata import ModelMetadata, add_metadata, has_metadata, read_metadata
+from tfimgopt.export.mixed_precision import MixedPrecisionExporter
 from tfimgopt.export.savedmodel import SavedModelArtifact, SavedModelExporter
 from tfimgopt.export.tflite import (
     FLOAT_TOLERANCE,
@@ -32,6 +42,10 @@ __all__ = [
     "Exporter",
     "KerasArtifact",
     "KerasExporter",
+    "LiteRTArtifact",
+    "LiteRTExporter",
+    "MixedPrecisionExporter",
+    "layer_precisions",
     "SavedModelArtifact",
     "SavedModelExporter",
     "TFLiteArtifact",
@@ -39,6 +53,7 @@ __all__ = [
     "artifact_sizes",
     "check_outputs",
     "open_artifact",
+    "exporter_for_mode",
     "get_exporter",
     "list_exporters",
     "register_exporter",

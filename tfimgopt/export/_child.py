@@ -7,14 +7,9 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
-
-from tfimgopt.errors import DataError, received
 
 
 def run_in_child(artifact, images: np.ndarray, plugins: tuple[str, ...] = (), timeout: float = 300.0) -> np.ndarray:
@@ -24,26 +19,14 @@ def run_in_child(artifact, images: np.ndarray, plugins: tuple[str, ...] = (), ti
         DataError: when the artifact does not load there, or crashes or hangs the child
             (the signal or exit status is named).
     """
+    from tfimgopt._litert import predict_in_child
+
     cls = type(artifact)
-    where = f"{cls.__module__}:{cls.__qualname__}"
-    with tempfile.TemporaryDirectory(prefix="tfimgopt-child-") as tmp:
-        inputs, outputs = os.path.join(tmp, "in.npy"), os.path.join(tmp, "out.npy")
-        np.save(inputs, np.asarray(images, np.float32))
-        command = [sys.executable, "-m", "tfimgopt.export._child", where, artifact.path, artifact.mode, inputs,
-                   outputs, *plugins]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
-        try:
-            child = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            raise DataError(f"The {artifact.mode} artifact did not finish running within {timeout:.0f} s. "
-                            f"{received('path', artifact.path)}") from None
-        if child.returncode != 0:
-            status = (f"killed by {signal.Signals(-child.returncode).name}" if child.returncode < 0
-                      else f"exit status {child.returncode}")
-            last = (child.stderr.strip().splitlines() or [""])[-1]
-            raise DataError(f"The {artifact.mode} artifact failed to run ({status}{': ' + last if last else ''}). "
-                            f"{received('path', artifact.path)}")
-        return np.load(outputs)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    return predict_in_child("tfimgopt.export._child", [f"{cls.__module__}:{cls.__qualname__}", artifact.path,
+                                                       artifact.mode], list(plugins), images, artifact.path,
+                            timeout=timeout, env=env, failed=f"The {artifact.mode} artifact failed to run",
+                            late=f"The {artifact.mode} artifact did not finish running")
 
 
 def _main(argv: list[str]) -> int:

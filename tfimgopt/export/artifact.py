@@ -136,6 +136,12 @@ class Artifact(abc.ABC):
         return check_outputs(got, want, tolerance=self.tolerance, min_agreement=self.min_agreement,
                              mode=self.mode)
 
+    def layer_errors(self, model: Any, images: np.ndarray, reference: bytes | None = None
+                     ) -> list[dict[str, Any]] | None:
+        """Per-layer error against the float model (the quantization debugger), or None for
+        a format that does not quantize. See `tfimgopt.export.debugger.layer_errors`."""
+        return None
+
     def measure(self, dataset: Any, *, num_threads: int = 1, latency_runs: int = 100, warmup: int = 10
                 ) -> dict[str, Any]:
         """Accuracy on labelled `(images, labels)` batches, single-image latency, and size.

@@ -31,6 +31,9 @@ class Exporter(abc.ABC):
         needs_calibration: True when `export` wants representative images (`calibration=`).
         every_model: Exported for every model of a run (student, pruned...), not only the
             first one (the baseline).
+        backend: The quantization backend it belongs to (`export.backend`), if any.
+        replaces: The mode of another backend this one makes instead (`litert_int8`
+            replaces `int8` when `export.backend` is `litert`).
     """
 
     name: str
@@ -39,6 +42,13 @@ class Exporter(abc.ABC):
     folder: str = "exports"
     needs_calibration: bool = False
     every_model: bool = False
+    backend: str = ""
+    replaces: str | None = None
+
+    def check(self) -> None:
+        """Raises `ConfigError` when this exporter cannot run here (e.g. a missing package);
+        the run calls it before any training."""
+        return None
 
     @abc.abstractmethod
     def export(self, model: Any, path: str, **options: Any) -> Artifact:
@@ -94,6 +104,15 @@ def get_exporter(name: str) -> Exporter:
 def list_exporters(filter: str | None = None, exclude: Sequence[str] = ()) -> list[str]:  # noqa: A002
     """Names of the registered exporters (shell-pattern `filter`, `exclude` patterns)."""
     return _EXPORTERS.names(filter, exclude)
+
+
+def exporter_for_mode(mode: str, backend: str) -> Exporter:
+    """The exporter that makes `mode` with `backend`: the one registered as `mode`, or the
+    one that replaces it in that backend (`int8` with `litert` -> `litert_int8`)."""
+    exporter = get_exporter(mode)
+    if not backend or exporter.backend in ("", backend):
+        return exporter
+    return next((e for e in _EXPORTERS.entries() if e.replaces == mode and e.backend == backend), exporter)
 
 
 def exporter_for(path: str) -> Exporter | None:

@@ -429,6 +429,20 @@ class TFLiteArtifact(Artifact):
         with open(self.path, "rb") as f:
             return f.read()
 
+    def layer_errors(self, model: keras.Model, images: np.ndarray, reference: bytes | None = None
+                     ) -> list[dict[str, Any]] | None:
+        """Where this file loses accuracy, layer by layer, against the float32 export of
+        `model` (`reference`, or converted here) (`tfimgopt.export.debugger`); None for a
+        float32 file."""
+        blob = self.read_bytes()
+        if detect_mode(blob) == "float32":
+            return None
+        from tfimgopt.export.debugger import layer_errors
+        from tfimgopt.export.layers import weighted_layers
+
+        reference = reference if reference is not None else to_tflite_bytes(model, "float32", sparse=False)
+        return layer_errors(reference, blob, np.asarray(images, np.float32), weighted_layers(model))
+
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class TFLiteExporter(Exporter):
@@ -441,9 +455,15 @@ class TFLiteExporter(Exporter):
     every_model: bool = False
     suffix: str = ".tflite"
     folder: str = "tflite"
+    backend: str = "converter"
 
     def export(self, model: keras.Model, path: str, *, calibration: Any = None, num_calibration: int = 200,
-               metadata: Any = None, **options: Any) -> TFLiteArtifact:
+               metadata: Any = None, float_layers: Sequence[str] = (), **options: Any) -> TFLiteArtifact:
+        if float_layers and self.mode != "float32":
+            raise ConfigError(
+                f"The converter cannot keep chosen layers in float in {self.mode!r} mode: export.float_layers needs "
+                f"export.backend: litert (or LiteRT Quantizer's modes int4, weight_only_int4). "
+                f"Received: float_layers={list(float_layers)!r}")
         export_tflite(model, self.mode, calibration if self.needs_calibration else None, path,
                       num_calibration=num_calibration, metadata=metadata)
         return TFLiteArtifact(path, self.name)

@@ -411,6 +411,13 @@ class ExportConfig:
                                 flags={"run": "optimize-for"}, choices="optimize_for")
     max_accuracy_drop: float = setting(1.0, help="largest accepted accuracy loss in percentage points against the "
                                                  "float32 baseline", flags={"run": "max-accuracy-drop"})
+    backend: str = setting("converter", help="who quantizes the dynamic/int8/int16x8 modes: converter "
+                                             "(TFLiteConverter) or litert (LiteRT Quantizer: pip install "
+                                             "litert-quantizer); int4 modes are always LiteRT Quantizer's",
+                           flags={"run": "backend", "export": "backend"})
+    float_layers: list[str] = setting(help="layer names or shell patterns kept in float in every quantized mode "
+                                           "(needs backend litert for dynamic/int8/int16x8; QAT variants ignore it)",
+                                      factory=list)
     metadata: str = setting("auto", help="TFLite metadata (label names, input normalization, name, version) that "
                                          "MediaPipe Tasks and the TFLite Task Library read: on (auto is the same) "
                                          "or off",
@@ -428,6 +435,9 @@ class ExportConfig:
                "export.modes", self.modes, f"a non-empty list of distinct exporters from {names}")
         _check(REFERENCE_MODE in self.modes, "export.modes", self.modes,
                f"a list that includes {REFERENCE_MODE!r} (the reference)")
+        _check(self.backend in BACKENDS, "export.backend", self.backend, f"one of {BACKENDS}")
+        _check(all(isinstance(p, str) and p for p in self.float_layers), "export.float_layers", self.float_layers,
+               "a list of layer names or shell patterns")
         _check(self.num_calibration >= 1, "export.num_calibration", self.num_calibration, "an int >= 1")
         _check(self.latency_runs >= 1, "export.latency_runs", self.latency_runs, "an int >= 1")
         _check(self.num_threads >= 1, "export.num_threads", self.num_threads, "an int >= 1")
@@ -442,6 +452,8 @@ class ExportConfig:
 
 
 METADATA_CHOICES = ("auto", "on", "off")
+#: Who quantizes the converter's modes (`export.backend`).
+BACKENDS = ("converter", "litert")
 
 
 @dataclasses.dataclass

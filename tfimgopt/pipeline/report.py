@@ -79,6 +79,38 @@ def plots(rows, records, chosen, out) -> list[str]:
     return [os.path.relpath(p, out) for p in paths]
 
 
+def quantization_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A quantized variant's debugger table, its worst layers, and (LiteRT Quantizer) its
+    recipe and the layers it kept in float."""
+    from tfimgopt.export.debugger import worst_layers
+
+    check = entry["verify"]
+    return {"layer_errors": entry["layer_errors"], "worst": [r["layer"] for r in worst_layers(entry["layer_errors"])],
+            **{k: check[k] for k in ("backend", "recipe", "float_layers") if k in check}}
+
+
+def quantization_note(report: dict[str, Any]) -> list[str]:
+    """report.md's lines on the quantized variants: the layers that lose most, float layers."""
+    if not report.get("quantization"):
+        return []
+    lines = ["## Quantization debugger", "",
+             "Per weighted layer, each quantized file against the float32 export on validation images (all of it "
+             "in report.json): the layers that add the most noise (noise-to-signal ratio added; ~1 destroys the "
+             "layer's output), and what stayed float.", "",
+             "| variant | worst layers (noise added) | final SNR (dB) | kept in float |", "|---|---|---:|---|"]
+    for name, q in report["quantization"].items():
+        rows = {r["layer"]: r for r in q["layer_errors"]}
+        worst = ", ".join(f"{layer} ({rows[layer]['noise_added']:.2g})" for layer in q["worst"])
+        final = q["layer_errors"][-1]["snr_db"] if q["layer_errors"] else None
+        kept = ", ".join(q.get("float_layers") or []) or "-"
+        lines.append(f"| {name} | {worst or '-'} | {'' if final is None else f'{final:.1f}'} | {kept} |")
+    float_layers = report["config"]["export"]["float_layers"]  # not-a-switch: the config's export section
+    if float_layers:
+        lines += ["", f"`export.float_layers` {float_layers}: kept in float in every LiteRT Quantizer file "
+                      "(QAT variants are the converter's, which keeps none)."]
+    return [*lines, ""]
+
+
 def metadata_note(report: dict[str, Any]) -> str:
     """Which files carry TFLite metadata, or why none does."""
     written = report.get("tflite_metadata", [])
@@ -132,6 +164,7 @@ def report_markdown(report: dict[str, Any], table: str) -> str:
         "",
         metadata_note(report),
         "",
+        *quantization_note(report),
         *(["Failed verification (left out of the selection): "
            + "; ".join(f"**{n}**: {e['reason']}" for n, e in report["failed_variants"].items()), ""]
           if report.get("failed_variants") else []),
@@ -165,12 +198,14 @@ def write_report(ctx: Any, stage_seconds: dict[str, float], elapsed: float, by_k
     pictures = plots(table["rows"], trained, selection["variant"], out)
     sample = next(iter(ctx.data.splits.test.batch(16)))[0].numpy().astype("float32")
     save_verification_data(out, {v.name: (v.path, v.mode) for v in ctx.variants}, sample)
-    checks, with_metadata = {}, []
+    checks, with_metadata, quantization = {}, [], {}
     for record in ctx.records.values():
         for name, entry in {**record.get("files", {}), **record.get("failed", {})}.items():
             checks[name] = entry["verify"]
             if entry.get("metadata"):
                 with_metadata.append(name)
+            if entry.get("layer_errors") is not None:
+                quantization[name] = quantization_entry(entry)
     report = {
         **({"your_model": ctx.user.report(reference, config.data.input_range)} if ctx.user else {}),
         "settled": ctx.notes,
@@ -184,6 +219,7 @@ def write_report(ctx: Any, stage_seconds: dict[str, float], elapsed: float, by_k
         "config": json.loads(json.dumps(config.to_dict())),
         "verification": checks,
         "tflite_metadata": with_metadata,
+        "quantization": quantization,
         "variants": table["rows"],
         "table": table["markdown"],
         "failed_variants": {name: {"reason": entry["reason"], "verify": entry["verify"]}

@@ -117,17 +117,21 @@ def quantize_step(config: RunConfig, model_path: str, output: str, *, safe_mode:
 
 def export_step(config: RunConfig, model_path: str, output: str, mode: str, *, safe_mode: bool = True
                 ) -> dict[str, Any]:
-    """Exports a model file with the exporter `mode` (see `list_exporters`), verified against
-    the Keras model in LiteRT. A failed verification is in the result (`verify.passed`)."""
-    from tfimgopt.export import get_exporter
+    """Exports a model file with the exporter `mode` (see `list_exporters`; with
+    `export.backend: litert`, LiteRT Quantizer's version of a converter mode), verified
+    against the Keras model. A failed verification is in the result (`verify.passed`)."""
+    from tfimgopt.export import exporter_for_mode
 
-    exporter = get_exporter(mode)  # an unknown mode raises, naming the registered ones
+    e = config.export
+    exporter = exporter_for_mode(mode, e.backend)  # an unknown mode raises, naming the registered ones
+    exporter.check()
     _check_output(output, (exporter.suffix,))
     config, model, data = adopt_file(config, model_path, safe_mode=safe_mode)
     metadata = model_metadata(config, data, os.path.splitext(os.path.basename(output))[0])
     artifact = exporter.export(model, output,
                                calibration=calibration_images(data) if exporter.needs_calibration else None,
-                               num_calibration=config.export.num_calibration, metadata=metadata)
+                               num_calibration=e.num_calibration, metadata=metadata, float_layers=e.float_layers,
+                               validation=data.val, max_accuracy_drop=e.max_accuracy_drop, objective=e.optimize_for)
     return {"path": output, "bytes": artifact.sizes()["size_bytes"], "metadata": metadata is not None,
             "verify": artifact.verify(model, data.test)}
 
