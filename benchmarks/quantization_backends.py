@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 MODES = ["float32", "dynamic", "int8", "int16x8", "litert_dynamic", "litert_int8", "int4", "weight_only_int4"]
 SETUPS = {
     "small_cnn": {"image_size": 32, "channels": 1, "options": {}, "epochs": 12},
-    "mobilenet_v2": {"image_size": 96, "channels": 3, "options": {"alpha": 0.35}, "epochs": 30},
+    "mobilenet_v2": {"image_size": 96, "channels": 3, "options": {"alpha": 0.35}, "epochs": 20},
 }
 
 

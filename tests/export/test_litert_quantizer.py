@@ -177,3 +177,17 @@ def test_a_run_with_the_litert_backend_int4_the_search_and_float_layers(tmp_path
     md = (out / "report.md").read_text()
     assert "## Quantization debugger" in md and "| baseline_int4 |" in md
     assert verify_run(str(out))["rerun"] == len(rows)
+
+
+def test_int4_stores_depthwise_convolutions_in_int8_and_says_so(tmp_path):
+    from tfimgopt.models import create_model
+
+    keras.utils.set_random_seed(0)
+    model = create_model("mobilenet_v2", (32, 32, 3), 4, alpha=0.35)
+    images = (np.random.RandomState(0).rand(8, 32, 32, 3) * 255).astype("float32")
+    artifact = get_exporter("int4").export(model, str(tmp_path / "m.tflite"))
+    precisions = layer_precisions(artifact.path, weighted_layers(model))
+    depthwise = {layer.name for layer in model.layers if isinstance(layer, keras.layers.DepthwiseConv2D)}
+    assert depthwise and {precisions[name] for name in depthwise} == {"INT8"}
+    assert {t for n, t in precisions.items() if n not in depthwise} == {"INT4"}
+    assert set(artifact.verify(model, images, num_samples=8)["fallback_layers"]) == depthwise

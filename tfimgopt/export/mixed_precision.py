@@ -29,7 +29,7 @@ from tfimgopt import _io
 from tfimgopt.errors import ConfigError
 from tfimgopt.export.artifact import check_outputs
 from tfimgopt.export.exporters import Exporter, register_exporter
-from tfimgopt.export.layers import float_layer_tensors, operators, weighted_layers
+from tfimgopt.export.layers import float_layer_tensors, layer_precisions, operators, weighted_layers
 from tfimgopt.export.litert_recipes import LiteRTArtifact, quantize_plan, require
 from tfimgopt.export.tflite import _representative, to_tflite_bytes
 
@@ -126,10 +126,16 @@ def search(model: Any, validation: Any, *, max_accuracy_drop: float = 1.0, objec
         row = {"layer": layer, "weights": weights.get(layer, 0), "candidates": {}}
         for precision, recipe_name in CANDIDATES.items():
             blob = quantize_plan(float_blob, {tensor_of[layer]: recipe_name})
+            stored = layer_precisions(blob, layers).get(layer)
+            if stored != precision.upper():  # e.g. no int4 depthwise kernel: the layer stayed float
+                row.setdefault("unsupported", []).append(precision)
+                continue
             result = bench.measure(blob, with_latency=objective == "latency")
             result["weight_bytes"] = weights.get(layer, 0) * BITS[precision] // 8
             row["candidates"][precision] = result
             measured += 1
+        if not row["candidates"]:
+            continue
         row["sensitivity"] = max(c["drop_points"] + 10 * c["relative_error"] for c in row["candidates"].values())
         rows.append(row)
 

@@ -86,7 +86,7 @@ def quantization_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
     check = entry["verify"]
     return {"layer_errors": entry["layer_errors"], "worst": [r["layer"] for r in worst_layers(entry["layer_errors"])],
-            **{k: check[k] for k in ("backend", "recipe", "float_layers") if k in check}}
+            **{k: check[k] for k in ("backend", "recipe", "float_layers", "fallback_layers") if k in check}}
 
 
 def quantization_note(report: dict[str, Any]) -> list[str]:
@@ -103,6 +103,10 @@ def quantization_note(report: dict[str, Any]) -> list[str]:
         worst = ", ".join(f"{layer} ({rows[layer]['noise_added']:.2g})" for layer in q["worst"])
         final = q["layer_errors"][-1]["snr_db"] if q["layer_errors"] else None
         kept = ", ".join(q.get("float_layers") or []) or "-"
+        fallback = sorted(set(q.get("fallback_layers") or {}) - set(q.get("float_layers") or []))
+        if fallback:
+            more = f" +{len(fallback) - 5}" if len(fallback) > 5 else ""
+            kept += f"; int8, not int4: {', '.join(fallback[:5])}{more}"
         lines.append(f"| {name} | {worst or '-'} | {'' if final is None else f'{final:.1f}'} | {kept} |")
     float_layers = report["config"]["export"]["float_layers"]  # not-a-switch: the config's export section
     if float_layers:
