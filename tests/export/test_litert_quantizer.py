@@ -78,10 +78,19 @@ def test_float_layers_keep_exactly_those_layers_float_in_the_flatbuffer(sensitiv
         exporter.export(model, str(tmp_path / "x.tflite"), calibration=images, float_layers=["nope"])
 
 
-def test_the_converter_refuses_float_layers_it_cannot_keep(sensitive, tmp_path):
+def test_the_converters_int8_keeps_float_layers_and_its_other_modes_refuse(sensitive, tmp_path):
     model, images = sensitive
-    with pytest.raises(ConfigError, match="export.backend: litert"):
-        get_exporter("int8").export(model, str(tmp_path / "m.tflite"), calibration=images, float_layers=["head"])
+    plain = get_exporter("int8").export(model, str(tmp_path / "plain.tflite"), calibration=images)
+    assert not plain.verify(model, images)["passed"]  # `sensitive` in int8 breaks the model
+    kept = get_exporter("int8").export(model, str(tmp_path / "m.tflite"), calibration=images,
+                                       float_layers=["sens*", "head"])
+    assert layer_precisions(kept.path, weighted_layers(model)) == {
+        "early": "INT8", "sensitive": "FLOAT32", "late": "INT8", "head": "FLOAT32"}
+    assert kept.verify(model, images)["passed"] and kept.runner().input_dtype == np.float32
+    for mode in ("dynamic", "float16", "int16x8"):
+        assert not get_exporter(mode).keeps_float_layers
+        with pytest.raises(ConfigError, match="export.backend: litert"):
+            get_exporter(mode).export(model, str(tmp_path / "x.tflite"), calibration=images, float_layers=["head"])
 
 
 def test_int4_falls_back_per_layer_and_is_smaller_than_int8(tmp_path):
@@ -118,7 +127,7 @@ def test_a_run_refuses_float_layers_the_converter_cannot_keep_before_training(tm
 
     config = load_config(overrides=["data.image_size=8", "train.model=tiny_cnn", "train.epochs=1",
                                     f"out_dir={tmp_path / 'run'}", "export.float_layers=[classifier]",
-                                    "export.modes=[float32,int8]", "distill.enabled=false"])
+                                    "export.modes=[float32,int8,dynamic]", "distill.enabled=false"])
     lines = []
     with pytest.raises(ConfigError, match="set export.backend: litert"):
         run(config, log=lines.append)

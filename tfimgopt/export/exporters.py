@@ -34,6 +34,8 @@ class Exporter(abc.ABC):
         backend: The quantization backend it belongs to (`export.backend`), if any.
         replaces: The mode of another backend this one makes instead (`litert_int8`
             replaces `int8` when `export.backend` is `litert`).
+        keeps_float_layers: Whether its files can keep chosen layers in float
+            (`export.float_layers`); a format that quantizes nothing does trivially.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Exporter(abc.ABC):
     every_model: bool = False
     backend: str = ""
     replaces: str | None = None
+    keeps_float_layers: bool = True
 
     def check(self) -> None:
         """Raises `ConfigError` when this exporter cannot run here (e.g. a missing package);

@@ -50,6 +50,9 @@ MIN_AGREEMENT = {"float32": 0.0, "float16": 0.95, "dynamic": 0.9, "int8": 0.95, 
 # this fraction of the kernel weights is zero and the sparse file is the smaller one.
 SPARSE_MIN_ZEROS = 0.3
 INT8_MIN_AGREEMENT = MIN_AGREEMENT["int8"]
+# Modes whose files can keep chosen layers in float (`export.float_layers`): float32 trivially,
+# int8 through TensorFlow's selective quantization (calibrate, then quantize all but them).
+SELECTIVE = ("float32", "int8")
 
 
 
@@ -114,16 +117,22 @@ def to_tflite_bytes(
     io_type: str = "float32",
     num_calibration: int = 200,
     sparse: bool | str = "auto",
+    float_nodes: Sequence[str] = (),
 ) -> bytes:
-    """Converts a tf_keras model to a TFLite flatbuffer (see `export_tflite`)."""
+    """Converts a tf_keras model to a TFLite flatbuffer (see `export_tflite`). `float_nodes`
+    (int8 only): output tensor names of ops to leave in float (selective quantization)."""
+    if float_nodes and mode != "int8":
+        raise ConfigError(f"The converter leaves chosen layers in float in 'int8' mode only (its selective "
+                          f"quantization); {mode!r} has none. {received('mode', mode)}")
     if sparse not in (True, False, "auto"):
         raise ConfigError(f"sparse must be True, False or 'auto'. {received('sparse', sparse)}")
     if sparse == "auto":
         if kernel_zeros(model) <= SPARSE_MIN_ZEROS:
             return to_tflite_bytes(model, mode, representative_data, io_type=io_type,
-                                   num_calibration=num_calibration, sparse=False)
+                                   num_calibration=num_calibration, sparse=False, float_nodes=float_nodes)
         dense, packed = (to_tflite_bytes(model, mode, representative_data, io_type=io_type,
-                                         num_calibration=num_calibration, sparse=flag) for flag in (False, True))
+                                         num_calibration=num_calibration, sparse=flag, float_nodes=float_nodes)
+                         for flag in (False, True))
         return packed if len(packed) < len(dense) and _loads(packed) else dense
     if mode not in MODES:
         raise ConfigError(f"Unknown TFLite mode. Valid: {list(MODES)}. {received('mode', mode)}")
@@ -152,6 +161,14 @@ def to_tflite_bytes(
         # representative data instead of a fake-quant node: expected, not a problem.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         with native_output():  # the converter's own stderr lines ("fully_quantize: 0, ...")
+            if float_nodes:  # TensorFlow's selective quantization: calibrate, then quantize all but these
+                # (its debugger builds a tf.lite.Interpreter, which warns that LiteRT replaces it)
+                warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+                options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_nodes),
+                                                                        fully_quantize=io_type != "float32")
+                debugger = tf.lite.experimental.QuantizationDebugger(
+                    converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
+                return debugger.get_nondebug_quantized_model()
             return converter.convert()
 
 
@@ -457,15 +474,30 @@ class TFLiteExporter(Exporter):
     folder: str = "tflite"
     backend: str = "converter"
 
+    @property
+    def keeps_float_layers(self) -> bool:
+        return self.mode in SELECTIVE
+
     def export(self, model: keras.Model, path: str, *, calibration: Any = None, num_calibration: int = 200,
                metadata: Any = None, float_layers: Sequence[str] = (), **options: Any) -> TFLiteArtifact:
-        if float_layers and self.mode != "float32":
+        float_nodes: list[str] = []
+        if float_layers and self.mode not in SELECTIVE:
             raise ConfigError(
-                f"The converter cannot keep chosen layers in float in {self.mode!r} mode: export.float_layers needs "
-                f"export.backend: litert (or LiteRT Quantizer's modes int4, weight_only_int4). "
-                f"Received: float_layers={list(float_layers)!r}")
-        export_tflite(model, self.mode, calibration if self.needs_calibration else None, path,
-                      num_calibration=num_calibration, metadata=metadata)
+                f"The converter cannot keep chosen layers in float in {self.mode!r} mode (it can in "
+                f"{list(SELECTIVE)}): export.float_layers needs export.backend: litert there, or LiteRT Quantizer's "
+                f"modes (int4, weight_only_int4). Received: float_layers={list(float_layers)!r}")
+        if float_layers and self.mode != "float32":
+            from tfimgopt.export.layers import float_layer_tensors, weighted_layers
+
+            float_nodes = float_layer_tensors(to_tflite_bytes(model, "float32", sparse=False),
+                                              weighted_layers(model), float_layers)
+        blob = to_tflite_bytes(model, self.mode, calibration if self.needs_calibration else None,
+                               num_calibration=num_calibration, float_nodes=float_nodes)
+        if metadata is not None:
+            from tfimgopt.export.metadata import add_metadata
+
+            blob = add_metadata(blob, metadata)
+        _io.write_bytes(path, blob)
         return TFLiteArtifact(path, self.name)
 
     def open(self, path: str) -> TFLiteArtifact:

@@ -134,12 +134,12 @@ class ExportStage(Stage):
         for mode in e.modes:  # a missing backend package, or float layers a mode cannot keep, fail now
             exporter = exporter_for_mode(mode, e.backend)
             exporter.check()
-            if e.float_layers and exporter.backend == "converter" and exporter.name != REFERENCE_MODE:
+            if e.float_layers and not exporter.keeps_float_layers:
                 fix = (f"drop {mode!r} from export.modes (LiteRT Quantizer has no {mode} recipe here)"
                        if e.backend == "litert" else
                        f"set export.backend: litert (LiteRT Quantizer keeps them float), or drop {mode!r}")
                 raise ConfigError(f"export.float_layers {e.float_layers} cannot be kept in float by the converter's "
-                                  f"{mode!r} mode: {fix}. Received: export.modes={e.modes!r}")
+                                  f"{mode!r} mode (its int8 mode can): {fix}. Received: export.modes={e.modes!r}")
 
     def planned(self, ctx: RunContext) -> list[Variant]:
         from tfimgopt.export import exporter_for_mode
