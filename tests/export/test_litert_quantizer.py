@@ -200,3 +200,29 @@ def test_int4_stores_depthwise_convolutions_in_int8_and_says_so(tmp_path):
     assert depthwise and {precisions[name] for name in depthwise} == {"INT8"}
     assert {t for n, t in precisions.items() if n not in depthwise} == {"INT4"}
     assert set(artifact.verify(model, images, num_samples=8)["fallback_layers"]) == depthwise
+
+
+def test_the_search_can_give_a_layer_float16_weights(sensitive, tmp_path):
+    model, images = sensitive
+    more = (np.random.RandomState(3).rand(64, 8, 8, 1) * 255).astype("float32")
+    labels = model.predict(more, verbose=0).argmax(1)
+    artifact = get_exporter("mixed").export(model, str(tmp_path / "m.tflite"), validation=(more, labels),
+                                            max_accuracy_drop=2.0, candidates=["float16", "int8", "int4"])
+    plan = artifact.search["plan"]
+    assert plan["sensitive"] == "float16"  # int8 and int4 break it, float16 holds it: the next-cheapest that fits
+    assert layer_precisions(artifact.path, weighted_layers(model))["sensitive"] == "FLOAT16"
+    with pytest.raises(ConfigError, match="candidates must be a non-empty list"):
+        get_exporter("mixed").export(model, str(tmp_path / "x.tflite"), validation=(more, labels),
+                                     candidates=["int16x8"])
+
+
+def test_the_export_stage_reads_the_budget_only_when_the_search_runs():
+    from tfimgopt.pipeline import load_config
+    from tfimgopt.pipeline.stages import get_stage
+
+    stage = get_stage("export")
+    plain = load_config(overrides=["export.max_accuracy_drop=2"])
+    assert "export.max_accuracy_drop" not in stage.inputs(plain)
+    searched = load_config(overrides=["export.modes=[float32,mixed]", "export.max_accuracy_drop=2"])
+    assert stage.inputs(searched)["export.max_accuracy_drop"] == 2.0
+    assert stage.inputs(searched)["export.optimize_for"] == "size"

@@ -36,6 +36,8 @@ class Exporter(abc.ABC):
             replaces `int8` when `export.backend` is `litert`).
         keeps_float_layers: Whether its files can keep chosen layers in float
             (`export.float_layers`); a format that quantizes nothing does trivially.
+        reads: Config keys beyond the export section's own that its output depends on (a
+            change redoes the export stage when a run lists it).
     """
 
     name: str
@@ -47,6 +49,7 @@ class Exporter(abc.ABC):
     backend: str = ""
     replaces: str | None = None
     keeps_float_layers: bool = True
+    reads: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Raises `ConfigError` when this exporter cannot run here (e.g. a missing package);

@@ -132,16 +132,31 @@ def quantize_tflite(float_blob: bytes, recipe_name: str, calibration: np.ndarray
     return bytes(result.quantized_model)
 
 
+#: float16 weights, float compute (LiteRT Quantizer's float casting): a recipe it has no name for.
+FLOAT16_WEIGHTS = [{"regex": ".*", "operation": "*", "algorithm_key": "float_casting", "op_config": {
+    "weight_tensor_config": {"num_bits": 16, "symmetric": True, "granularity": "TENSORWISE", "dtype": "FLOAT"},
+    "compute_precision": "FLOAT", "explicit_dequantize": True}}]
+
+
+def recipe_entries(recipe_name: str) -> list[dict[str, Any]]:
+    """A LiteRT Quantizer recipe's entries by name (or `float16_weights`)."""
+    if recipe_name == "float16_weights":
+        return [dict(entry) for entry in FLOAT16_WEIGHTS]
+    from litert_quantizer import recipe
+
+    return list(getattr(recipe, recipe_name)())
+
+
 def quantize_plan(float_blob: bytes, plan: dict[str, str]) -> bytes:
     """A float32 `.tflite` file with the ops writing each tensor of `plan` quantized by that
     tensor's recipe (weight recipes, which need no calibration), every other op in float."""
     require()
-    from litert_quantizer import Quantizer, recipe
+    from litert_quantizer import Quantizer
 
     entries = []
     for recipe_name in sorted(set(plan.values())):
         tensors = [t for t, r in plan.items() if r == recipe_name]
-        entries += [{**entry, "regex": _scope_regex(tensors)} for entry in getattr(recipe, recipe_name)()]
+        entries += [{**entry, "regex": _scope_regex(tensors)} for entry in recipe_entries(recipe_name)]
     entries += [{"regex": ".*", "operation": "INPUT", **_NO_QUANTIZE},
                 {"regex": ".*", "operation": "OUTPUT", **_NO_QUANTIZE}]
     from tfimgopt._quiet import native_output

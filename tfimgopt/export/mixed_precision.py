@@ -1,5 +1,9 @@
-"""A per-layer precision search: each weighted layer's weights in float32, int8 or int4
-(LiteRT Quantizer, float activations), chosen by measurement under an accuracy budget.
+"""A per-layer precision search: each weighted layer's weights in float32, float16, int8 or
+int4 (LiteRT Quantizer, float activations), chosen by measurement under an accuracy budget.
+
+int16x8 and full-int8 activations are not candidates: their activations are quantized
+statically, and a file that mixes them with float layers pays a quantize/dequantize pair at
+every boundary; the uniform `int8` and `int16x8` files are measured beside the search instead.
 
 1. Sensitivity: for every layer and every candidate precision, a file with only that layer
    quantized is measured on labelled validation images: accuracy drop against the float32
@@ -33,9 +37,10 @@ from tfimgopt.export.layers import float_layer_tensors, layer_precisions, operat
 from tfimgopt.export.litert_recipes import LiteRTArtifact, quantize_plan, require
 from tfimgopt.export.tflite import _representative, to_tflite_bytes
 
-#: Weight precisions the search chooses among (float32 is "leave it").
-CANDIDATES = {"int4": "dynamic_wi4_afp32", "int8": "dynamic_wi8_afp32"}
-BITS = {"int4": 4, "int8": 8, "float32": 32}
+#: Weight precisions the search can choose (float32 is "leave it"), and their recipes.
+CANDIDATES = {"int4": "dynamic_wi4_afp32", "int8": "dynamic_wi8_afp32", "float16": "float16_weights"}
+DEFAULT_CANDIDATES = ("int8", "int4")
+BITS = {"int4": 4, "int8": 8, "float16": 16, "float32": 32}
 OBJECTIVES = ("size", "latency")
 #: A layer counts as faster in a precision when it saves more than this share of the float
 #: file's median latency (the spread of a 30-invoke median on 2 cores is about 1%).
@@ -87,8 +92,8 @@ class _Bench:
 
 
 def search(model: Any, validation: Any, *, max_accuracy_drop: float = 1.0, objective: str = "size",
-           float_layers: Sequence[str] = (), num_images: int = 256, latency_runs: int = 30,
-           log=None) -> dict[str, Any]:
+           float_layers: Sequence[str] = (), candidates: Sequence[str] = DEFAULT_CANDIDATES, num_images: int = 256,
+           latency_runs: int = 30, log=None) -> dict[str, Any]:
     """Chooses each weighted layer's weight precision (see the module docstring).
 
     Args:
@@ -97,6 +102,7 @@ def search(model: Any, validation: Any, *, max_accuracy_drop: float = 1.0, objec
         max_accuracy_drop: The budget, in accuracy points against the float32 file.
         objective: `"size"` or `"latency"`.
         float_layers: Layer names or shell patterns that stay float32 whatever they cost.
+        candidates: Precisions besides float32, any of `CANDIDATES`.
         num_images: Validation images used.
         latency_runs: Timed invokes per latency measurement.
 
@@ -106,6 +112,10 @@ def search(model: Any, validation: Any, *, max_accuracy_drop: float = 1.0, objec
         "blob"}` (`blob`: the chosen file's bytes).
     """
     require()
+    unknown = [c for c in candidates if c not in CANDIDATES]
+    if unknown or not candidates:
+        raise ConfigError(f"candidates must be a non-empty list of {sorted(CANDIDATES)}. "
+                          f"Received: candidates={list(candidates)!r}")
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {OBJECTIVES}. Received: objective={objective!r}")
     images, labels = _labelled(validation, num_images)
@@ -124,7 +134,7 @@ def search(model: Any, validation: Any, *, max_accuracy_drop: float = 1.0, objec
         if layer not in tensor_of or layer in kept:
             continue
         row = {"layer": layer, "weights": weights.get(layer, 0), "candidates": {}}
-        for precision, recipe_name in CANDIDATES.items():
+        for precision, recipe_name in ((p, CANDIDATES[p]) for p in candidates):
             blob = quantize_plan(float_blob, {tensor_of[layer]: recipe_name})
             stored = layer_precisions(blob, layers).get(layer)
             if stored != precision.upper():  # e.g. no int4 depthwise kernel: the layer stayed float
@@ -199,19 +209,21 @@ class MixedPrecisionExporter(Exporter):
     """Per-layer weight precision (float32 / int8 / int4) under the run's accuracy budget."""
 
     name = "mixed"
-    summary = ("per-layer weight precision (float32, int8, int4) searched under export.max_accuracy_drop for "
-               "export.optimize_for (size or latency): LiteRT Quantizer")
+    summary = ("per-layer weight precision (float32 and export.mixed_candidates: float16, int8, int4) searched "
+               "under export.max_accuracy_drop for export.optimize_for (size or latency): LiteRT Quantizer")
     suffix = ".tflite"
     folder = "tflite"
     backend = "litert"
     needs_calibration = True  # the stand-in for labels when no validation images come
+    reads = ("export.max_accuracy_drop", "export.optimize_for")  # its budget and objective
 
     def check(self) -> None:
         require()
 
     def export(self, model: Any, path: str, *, validation: Any = None, max_accuracy_drop: float = 1.0,
                objective: str = "size", metadata: Any = None, float_layers: Sequence[str] = (),
-               calibration: Any = None, num_calibration: int = 200, log=None, **options: Any) -> MixedArtifact:
+               calibration: Any = None, num_calibration: int = 200, log=None,
+               candidates: Sequence[str] = DEFAULT_CANDIDATES, **options: Any) -> MixedArtifact:
         if validation is None:
             if calibration is None:
                 raise ConfigError("The mixed exporter searches by measured accuracy: pass validation=(images, "
@@ -226,7 +238,7 @@ class MixedPrecisionExporter(Exporter):
             validation = tf.data.Dataset.from_tensor_slices(validation).batch(256)
         objective = objective if objective in OBJECTIVES else "size"  # `accuracy` selection: smallest file
         result = search(model, validation, max_accuracy_drop=max_accuracy_drop, objective=objective,
-                        float_layers=float_layers, log=log)
+                        float_layers=float_layers, candidates=candidates or DEFAULT_CANDIDATES, log=log)
         blob = result["blob"]
         if metadata is not None:
             from tfimgopt.export.metadata import add_metadata

@@ -418,6 +418,9 @@ class ExportConfig:
     float_layers: list[str] = setting(help="layer names or shell patterns kept in float in every quantized mode "
                                            "(needs backend litert for dynamic/int8/int16x8; QAT variants ignore it)",
                                       factory=list)
+    mixed_candidates: list[str] = setting(help="precisions the `mixed` exporter's per-layer search may give a layer "
+                                               "besides float32: float16, int8, int4",
+                                          factory=lambda: ["int8", "int4"])
     metadata: str = setting("auto", help="TFLite metadata (label names, input normalization, name, version) that "
                                          "MediaPipe Tasks and the TFLite Task Library read: on (auto is the same) "
                                          "or off",
@@ -438,6 +441,8 @@ class ExportConfig:
         _check(self.backend in BACKENDS, "export.backend", self.backend, f"one of {BACKENDS}")
         _check(all(isinstance(p, str) and p for p in self.float_layers), "export.float_layers", self.float_layers,
                "a list of layer names or shell patterns")
+        _check(bool(self.mixed_candidates) and set(self.mixed_candidates) <= {"float16", "int8", "int4"},
+               "export.mixed_candidates", self.mixed_candidates, "a non-empty list of float16, int8, int4")
         _check(self.num_calibration >= 1, "export.num_calibration", self.num_calibration, "an int >= 1")
         _check(self.latency_runs >= 1, "export.latency_runs", self.latency_runs, "an int >= 1")
         _check(self.num_threads >= 1, "export.num_threads", self.num_threads, "an int >= 1")

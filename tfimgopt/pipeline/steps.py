@@ -131,7 +131,8 @@ def export_step(config: RunConfig, model_path: str, output: str, mode: str, *, s
     artifact = exporter.export(model, output,
                                calibration=calibration_images(data) if exporter.needs_calibration else None,
                                num_calibration=e.num_calibration, metadata=metadata, float_layers=e.float_layers,
-                               validation=data.val, max_accuracy_drop=e.max_accuracy_drop, objective=e.optimize_for)
+                               validation=data.val, max_accuracy_drop=e.max_accuracy_drop, objective=e.optimize_for,
+                               candidates=e.mixed_candidates)
     return {"path": output, "bytes": artifact.sizes()["size_bytes"], "metadata": metadata is not None,
             "verify": artifact.verify(model, data.test)}
 

@@ -65,7 +65,8 @@ def export_variant(ctx: RunContext, model: keras.Model, variant: Variant, float_
                                num_calibration=ctx.config.export.num_calibration, metadata=metadata,
                                float_layers=float_layers, validation=ctx.data.val,
                                max_accuracy_drop=ctx.config.export.max_accuracy_drop,
-                               objective=ctx.config.export.optimize_for, log=ctx.log)
+                               objective=ctx.config.export.optimize_for, candidates=ctx.config.export.mixed_candidates,
+                               log=ctx.log)
     converted = time.monotonic()
     try:
         check = artifact.verify(model, ctx.data.test, num_samples=64)
@@ -123,8 +124,21 @@ class ExportStage(Stage):
     name = "export"
     role = EXPORTS
     order = 80
-    settings = ("export.modes", "export.backend", "export.float_layers", "export.num_calibration",
+    settings = ("export.modes", "export.backend", "export.float_layers", "export.mixed_candidates",
+                "export.num_calibration",
                 "export.metadata", "export.model_name", "export.model_version", "export.author", "export.license")
+
+    def inputs(self, config: RunConfig) -> dict[str, Any]:
+        """Its settings, and those an exporter it runs also reads (the search's budget)."""
+        from tfimgopt.export import exporter_for_mode
+
+        values = super().inputs(config)
+        extra = {key for mode in config.export.modes for key in exporter_for_mode(mode, config.export.backend).reads}
+        flat = config.to_dict()
+        for key in sorted(extra):
+            section, _, leaf = key.partition(".")
+            values[key] = flat[section][leaf]
+        return values
 
     def preflight(self, ctx: RunContext) -> None:
         from tfimgopt.export import exporter_for_mode
