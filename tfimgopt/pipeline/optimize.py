@@ -179,7 +179,8 @@ def optimize(model: Any, data: Any = "digits", *, test_data: Any = None, out_dir
         **settings: Config values by dotted key with `__` for the dot, or plain for the common
             ones: `epochs=0`, `max_accuracy_drop=1.0`, `optimize_for="size"`, `input_range="0-1"`,
             `image_size=...`, `data__batch_size=32`, `compress__target_sparsity=0.8`,
-            `distill__enabled=False`, `export__modes=["float32", "int8"]`.
+            `distill__enabled=False`, `modes=["float32", "int8", "int4"]` (`export.modes`),
+            `backend="litert"`, `float_layers=["classifier"]`.
 
     Returns:
         A `RunReport`.
@@ -236,7 +237,8 @@ SHORT_SETTINGS = {
     "epochs": "train.epochs", "input_range": "data.input_range", "image_size": "data.image_size",
     "batch_size": "data.batch_size", "max_accuracy_drop": "export.max_accuracy_drop",
     "optimize_for": "export.optimize_for", "target_sparsity": "compress.target_sparsity", "seed": "seed",
-    "unsafe": "train.unsafe", "student": "distill.student",
+    "unsafe": "train.unsafe", "student": "distill.student", "modes": "export.modes", "backend": "export.backend",
+    "float_layers": "export.float_layers",
 }
 
 
