@@ -215,6 +215,7 @@ class MixedPrecisionExporter(Exporter):
     folder = "tflite"
     backend = "litert"
     needs_calibration = True  # the stand-in for labels when no validation images come
+    every_model = True  # listed in export.modes, it searches every model of the run (student_mixed, pruned_mixed)
     reads = ("export.max_accuracy_drop", "export.optimize_for")  # its budget and objective
 
     def check(self) -> None:
