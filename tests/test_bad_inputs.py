@@ -182,7 +182,7 @@ CATALOGUE = [
      DataError, "LiteRT failed on the file"),
     ("registry-duplicate-exporter", lambda t: _export().register_exporter(_export().get_exporter("int8")),
      ConfigError, "registered already"),
-    ("registry-unknown-exporter", lambda t: _export().get_exporter("int4"), ConfigError, "did you mean"),
+    ("registry-unknown-exporter", lambda t: _export().get_exporter("int3"), ConfigError, "did you mean"),
     ("registry-unknown-technique", lambda t: __import__("tfimgopt.compress", fromlist=["x"]).get_technique("prun"),
      ConfigError, "did you mean 'prune'"),
     ("registry-unknown-stage", lambda t: _pipeline().get_stage("distil"), ConfigError, "did you mean 'distill'"),
@@ -191,8 +191,8 @@ CATALOGUE = [
      ConfigError, "result='file'"),
     ("selection-without-reference", lambda t: _pipeline().select_variant(
         [{"variant": "a", "accuracy": 1.0}], "size", 1.0), ConfigError, "Exactly one row must be marked reference"),
-    ("config-unknown-export-mode", lambda t: _pipeline().load_config(overrides=['export.modes=["float32", "int4"]']),
-     ConfigError, "int4"),
+    ("config-unknown-export-mode", lambda t: _pipeline().load_config(overrides=['export.modes=["float32", "int3"]']),
+     ConfigError, "int3"),
 ]
 
 

@@ -63,7 +63,7 @@ def test_round_trip_through_dict():
         (["distill.tune_temperatures=[1, x]"], r"Received: distill\.tune_temperatures\[1\]='x'"),
         (["compress.target_sparsity=1"], r"Received: compress\.target_sparsity=1"),
         (["export.modes=[int8]"], r"includes 'float32'"),
-        (["export.modes=[float32, int4]"], r"Received: export\.modes=\['float32', 'int4'\]"),
+        (["export.modes=[float32, int3]"], r"Received: export\.modes=\['float32', 'int3'\]"),
         (["export.optimize_for=speed"], r"Received: export\.optimize_for='speed'"),
         (["train.strategy=gpu"], r"Received: train\.strategy='gpu'"),
         (["train.augment=sharpen"], r"Received: train\.augment='sharpen'"),
