@@ -441,8 +441,10 @@ class ExportConfig:
         _check(self.backend in BACKENDS, "export.backend", self.backend, f"one of {BACKENDS}")
         _check(all(isinstance(p, str) and p for p in self.float_layers), "export.float_layers", self.float_layers,
                "a list of layer names or shell patterns")
-        _check(bool(self.mixed_candidates) and set(self.mixed_candidates) <= {"float16", "int8", "int4"},
-               "export.mixed_candidates", self.mixed_candidates, "a non-empty list of float16, int8, int4")
+        from tfimgopt.export.mixed_precision import CANDIDATES
+
+        _check(bool(self.mixed_candidates) and set(self.mixed_candidates) <= set(CANDIDATES),
+               "export.mixed_candidates", self.mixed_candidates, f"a non-empty list of {sorted(CANDIDATES)}")
         _check(self.num_calibration >= 1, "export.num_calibration", self.num_calibration, "an int >= 1")
         _check(self.latency_runs >= 1, "export.latency_runs", self.latency_runs, "an int >= 1")
         _check(self.num_threads >= 1, "export.num_threads", self.num_threads, "an int >= 1")
