@@ -48,10 +48,10 @@ def name_counters() -> dict:
     `defaultdict(int)`), or an empty dict where tf_keras no longer has them."""
     import collections
 
-    try:
-        from tf_keras.src import backend
+    from tfimgopt.compat import keras_backend_internals
 
-        return backend.get_default_graph_uid_map()
+    try:
+        return keras_backend_internals().get_default_graph_uid_map()
     except (ImportError, AttributeError):
         return collections.defaultdict(int)
 
@@ -71,10 +71,10 @@ def tfmot_still_sets_legacy_keras() -> bool:
 
 def tf_keras_name_counters_reachable() -> bool:
     """Probe: the private map `name_counters` reads is still where it reads it."""
-    try:
-        from tf_keras.src import backend
+    from tfimgopt.compat import keras_backend_internals
 
-        return isinstance(backend.get_default_graph_uid_map(), dict)
+    try:
+        return isinstance(keras_backend_internals().get_default_graph_uid_map(), dict)
     except (ImportError, AttributeError):
         return False
 

@@ -33,4 +33,12 @@ def is_keras3(obj: object) -> bool:
                for c in type(obj).__mro__)
 
 
-__all__ = ["KERAS_VERSION", "is_keras3", "keras", "tf"]
+def keras_backend_internals():
+    """tf_keras's private backend module, for the workarounds in `tfimgopt._upstream` only
+    (this module owns every import of tf_keras)."""
+    from tf_keras.src import backend
+
+    return backend
+
+
+__all__ = ["KERAS_VERSION", "is_keras3", "keras", "keras_backend_internals", "tf"]
