@@ -191,14 +191,15 @@ class Artifact(abc.ABC):
         return _io.sha256_tree(self.path)
 
 
-def artifact_sizes(path: str) -> dict[str, int]:
-    """Size in bytes of a model file or folder, raw and gzip-compressed."""
+def artifact_sizes(path: str | bytes) -> dict[str, int]:
+    """Size in bytes of a model file (or its bytes) or folder, raw and gzip-compressed."""
+    if isinstance(path, bytes | bytearray):
+        return {"size_bytes": len(path), "gzip_bytes": len(gzip.compress(bytes(path), compresslevel=9, mtime=0))}
     if not os.path.exists(path):
         raise DataError(f"Artifact not found. {received('path', path)}")
     if not os.path.isdir(path):
         with open(path, "rb") as f:
-            blob = f.read()
-        return {"size_bytes": len(blob), "gzip_bytes": len(gzip.compress(blob, compresslevel=9, mtime=0))}
+            return artifact_sizes(f.read())
     buffer = io.BytesIO()
     total = 0
     with tarfile.open(fileobj=buffer, mode="w") as tar:

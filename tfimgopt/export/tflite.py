@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -327,26 +328,19 @@ def tensor_dtypes(tflite_model: bytes | str) -> dict[str, int]:
 
 def file_sizes(blob_or_path: bytes | str) -> dict[str, int]:
     """Size in bytes of a model file, raw and gzip-compressed (what a download costs)."""
-    if isinstance(blob_or_path, bytes | bytearray):
-        with _temporary_file(blob_or_path) as path:
-            return artifact_sizes(path)
     return artifact_sizes(blob_or_path)
 
 
-class _temporary_file:
+@contextlib.contextmanager
+def _temporary_file(blob: bytes):
     """A `.tflite` file holding `blob`, removed on exit (for APIs that take bytes or a path)."""
-
-    def __init__(self, blob: bytes):
-        self.blob = blob
-
-    def __enter__(self) -> str:
-        fd, self.path = tempfile.mkstemp(suffix=".tflite", prefix="tfimgopt-")
+    fd, path = tempfile.mkstemp(suffix=".tflite", prefix="tfimgopt-")
+    try:
         with os.fdopen(fd, "wb") as f:
-            f.write(self.blob)
-        return self.path
-
-    def __exit__(self, *exc) -> None:
-        os.unlink(self.path)
+            f.write(blob)
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def evaluate_tflite(
