@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tfimgopt.export.layers import layer_of, operators
+from tfimgopt.export.layers import layer_tensors
 
 
 def _tensors_by_layer(blob: bytes, layers: Sequence[str]) -> dict[str, int]:
@@ -23,13 +23,8 @@ def _tensors_by_layer(blob: bytes, layers: Sequence[str]) -> dict[str, int]:
     from ai_edge_litert import schema_py_generated as schema
 
     graph = schema.Model.GetRootAs(blob, 0).Subgraphs(0)
-    index = {}
     names = {graph.Tensors(i).Name().decode(): i for i in range(graph.TensorsLength())}
-    for _, tensor, _, is_output in operators(blob):
-        layer = layer_of(tensor, layers, is_output)
-        if layer is not None and layer not in index:
-            index[layer] = names[tensor]
-    return index
+    return {layer: names[tensor] for layer, tensor in layer_tensors(blob, layers).items()}
 
 
 def _activations(blob: bytes, images: np.ndarray, wanted: dict[str, int]) -> dict[str, np.ndarray]:

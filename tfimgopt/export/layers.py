@@ -86,6 +86,16 @@ def layer_of(tensor: str, layers: Sequence[str], is_output: bool = False) -> str
     return layers[-1] if is_output and layers else None
 
 
+def layer_tensors(blob: bytes, layers: Sequence[str]) -> dict[str, str]:
+    """Keras layer -> output tensor name of its (first) weighted op in the file."""
+    found: dict[str, str] = {}
+    for _, tensor, _, is_output in operators(blob):
+        layer = layer_of(tensor, layers, is_output)
+        if layer is not None and layer not in found:
+            found[layer] = tensor
+    return found
+
+
 def weighted_layers(model: Any) -> list[str]:
     """Names of the model's layers that hold a kernel (what a recipe quantizes), in order."""
     return [layer.name for layer in model.layers if any(w.shape.rank >= 2 for w in layer.weights)]

@@ -33,7 +33,7 @@ from tfimgopt import _io
 from tfimgopt.errors import ConfigError
 from tfimgopt.export.artifact import check_outputs
 from tfimgopt.export.exporters import Exporter, register_exporter
-from tfimgopt.export.layers import float_layer_tensors, layer_precisions, operators, weighted_layers
+from tfimgopt.export.layers import float_layer_tensors, layer_precisions, layer_tensors, weighted_layers
 from tfimgopt.export.litert_recipes import LiteRTArtifact, quantize_plan, require
 from tfimgopt.export.tflite import _representative, to_tflite_bytes
 
@@ -121,11 +121,11 @@ def search(model: Any, validation: Any, *, max_accuracy_drop: float = 1.0, objec
     images, labels = _labelled(validation, num_images)
     float_blob = to_tflite_bytes(model, "float32", sparse=False)
     layers = weighted_layers(model)
+    tensor_of = layer_tensors(float_blob, layers)
     kept = set()
     if float_layers:
         tensors = set(float_layer_tensors(float_blob, layers, float_layers))
-        kept = {layer for layer, tensor in _tensor_of(float_blob, layers).items() if tensor in tensors}
-    tensor_of = _tensor_of(float_blob, layers)
+        kept = {layer for layer, tensor in tensor_of.items() if tensor in tensors}
     weights = {layer.name: sum(int(np.prod(w.shape)) for w in layer.weights if w.shape.rank >= 2)
                for layer in model.layers if layer.name in tensor_of}
     bench = _Bench(float_blob, images, labels, latency_runs)
@@ -178,17 +178,6 @@ def search(model: Any, validation: Any, *, max_accuracy_drop: float = 1.0, objec
             "relative_error": current["relative_error"], "objective": objective, "budget_points": max_accuracy_drop,
             "measurements": measured, "float_accuracy": bench.accuracy, "validation_images": int(len(images)),
             "blob": blob}
-
-
-def _tensor_of(float_blob: bytes, layers: Sequence[str]) -> dict[str, str]:
-    from tfimgopt.export.layers import layer_of
-
-    found: dict[str, str] = {}
-    for _, tensor, _, is_output in operators(float_blob):
-        layer = layer_of(tensor, layers, is_output)
-        if layer is not None and layer not in found:
-            found[layer] = tensor
-    return found
 
 
 class MixedArtifact(LiteRTArtifact):
