@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from tfimgopt import _io
-from tfimgopt.pipeline.stages.base import MEASURES, REFERENCE, TRAINS
+from tfimgopt.pipeline.stages.base import EXPORTS, MEASURES, REFERENCE, TRAINS
 from tfimgopt.pipeline.variants import at_chance, chance_level, select_variant
 from tfimgopt.pipeline.verify import save_verification_data
 
@@ -51,9 +51,10 @@ def artifact_hashes(out: str, folders: tuple[str, ...] = ()) -> list[dict[str, A
     return [{"path": rel, "sha256": _io.sha256_tree(p), "bytes": _io.tree_bytes(p)} for rel, p in paths.items()]
 
 
-def time_note(seconds: dict[str, float]) -> str:
+def time_note(seconds: dict[str, float], roles: dict[str, str]) -> str:
+    """Stage time, and the share of the stages that export and measure (by role, not name)."""
     total = sum(seconds.values())
-    tail = seconds.get("export", 0.0) + seconds.get("evaluate", 0.0)
+    tail = sum(seconds.get(key, 0.0) for key, role in roles.items() if role in (EXPORTS, MEASURES))
     return (f"Stage time {total:.0f} s: export + evaluation {tail:.0f} s ({100 * tail / max(total, 1e-9):.0f}%), "
             + ", ".join(f"{name} {sec:.0f} s" for name, sec in seconds.items()) + ".")
 
@@ -178,7 +179,7 @@ def report_markdown(report: dict[str, Any], table: str) -> str:
         "",
         *[f"![{os.path.basename(p)}]({p})" for p in report["plots"]],
         "",
-        f"{time_note(report['stage_seconds'])} Artifact hashes (SHA-256) are in report.json; "
+        f"{time_note(report['stage_seconds'], report['stage_roles'])} Artifact hashes (SHA-256) are in report.json; "
         "`tfimgopt verify RUN_DIR` re-checks them.",
         "",
     ]
@@ -234,6 +235,7 @@ def write_report(ctx: Any, stage_seconds: dict[str, float], elapsed: float, by_k
         "plots": pictures,
         "seconds": round(elapsed, 2),
         "stage_seconds": stage_seconds,
+        "stage_roles": roles,
         # Models read back from disk (a resumed run's skipped stages); a fresh run keeps them in memory.
         "model_loads": [{"model": name, "seconds": seconds} for name, seconds in ctx.loads],
     }
@@ -241,7 +243,7 @@ def write_report(ctx: Any, stage_seconds: dict[str, float], elapsed: float, by_k
     folders = tuple({v.path.split("/")[0] for v in ctx.variants})
     report["artifacts"] = artifact_hashes(out, folders)  # report.md included; report.json cannot hash itself
     _io.write_json(os.path.join(out, "report.json"), report)
-    summary = (f"\n{table['markdown']}\n\n{resolution_note(chance)}\n{time_note(stage_seconds)}\n"
+    summary = (f"\n{table['markdown']}\n\n{resolution_note(chance)}\n{time_note(stage_seconds, roles)}\n"
                f"selected: {selection['reason']}\nrun folder: {out}")
     ctx.log(summary + ("\n" + warning_box(warnings) if warnings else ""))
     return report
