@@ -112,6 +112,25 @@ def test_xla_warp_matches_tensorflow_kernel(fill_mode, interpolation):
     assert close.mean() > (0.98 if interpolation == "nearest" else 0.999)
 
 
+@pytest.mark.parametrize("fill_mode", ["reflect", "constant"])
+def test_affine_warp_skips_the_divide_with_the_same_pixels(fill_mode):
+    """Built-in layers promise affine matrices: the warp then leaves out the perspective divide
+    (by exactly 1.0), so the pixels are the same; a projective matrix still goes the long way."""
+    rng = np.random.default_rng(2)
+    images = tf.constant(rng.integers(0, 256, (3, 16, 20, 3)).astype(np.uint8))
+    angle = rng.uniform(-0.4, 0.4, 3)
+    affine = np.stack([np.cos(angle), -np.sin(angle), rng.uniform(-5, 5, 3), np.sin(angle), np.cos(angle),
+                       rng.uniform(-5, 5, 3), np.zeros(3), np.zeros(3)], axis=1).astype(np.float32)
+    fast = _gather_warp(images, tf.constant(affine), (16, 20), "bilinear", fill_mode, 0.0, affine=True)
+    slow = _gather_warp(images, tf.constant(affine), (16, 20), "bilinear", fill_mode, 0.0)
+    np.testing.assert_array_equal(fast.numpy(), slow.numpy())
+    projective = affine.copy()
+    projective[:, 6] = 0.01
+    bent = _gather_warp(images, tf.constant(projective), (16, 20), "bilinear", fill_mode, 0.0)
+    assert not np.array_equal(bent.numpy(), slow.numpy())
+    assert all(layer.affine for layer in A.create_augmentation("default").steps if layer.kind == "geometric")
+
+
 @pytest.mark.parametrize("fill_value", [0.0, 7.0, 0.25])
 def test_constant_fill_of_uint8_images_matches_tensorflow_kernel(fill_value):
     rng = np.random.default_rng(1)

@@ -153,7 +153,7 @@ def _fused_warp(images, layers, seeds):
         total = matrices if total is None else total @ matrices
     interpolation, fill_mode, fill_value = _sampling(layers)
     return warp(images, total, (height, width), interpolation=interpolation, fill_mode=fill_mode,
-                fill_value=fill_value)
+                fill_value=fill_value, affine=all(layer.affine for layer in layers))
 
 
 # --- the factory ----------------------------------------------------------------------

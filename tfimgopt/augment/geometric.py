@@ -55,6 +55,9 @@ class GeometricLayer(AugmentationLayer):
     kind = "geometric"
     #: Layers whose sampling points fall on pixel centres; they fuse with any group.
     exact = False
+    #: The layer's matrices are affine (last row `[0, 0, 1]`): the warp skips the perspective
+    #: divide. A projective layer (a perspective distortion) sets this to False.
+    affine = True
 
     def __init__(self, *, interpolation="bilinear", fill_mode="reflect", fill_value=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -81,7 +84,7 @@ class GeometricLayer(AugmentationLayer):
         height, width = image_size(images)
         matrices, size = self.transform(tf.shape(images)[0], height, width, seed)
         return warp(images, matrices, size, interpolation=self.interpolation, fill_mode=self.fill_mode,
-                    fill_value=self.fill_value)
+                    fill_value=self.fill_value, affine=self.affine)
 
     def get_config(self):
         config = super().get_config()

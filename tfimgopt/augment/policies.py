@@ -177,7 +177,7 @@ def apply_random_ops(images, seed, *, ops, rounds, magnitude, active, value_rang
                 step = tf.where(chosen, _geometric_matrix(op, magnitude, signs[r], height, width), step)
             total = total @ step
         images = warp(images, total, (height, width), interpolation="bilinear", fill_mode="constant",
-                      fill_value=fill_value)
+                      fill_value=fill_value, affine=True)  # rotations, shears, translations
     low, high = value_range
     u = (to_float(images) - low) / (high - low)
     for r in range(rounds):
