@@ -10,9 +10,9 @@ compilation are not what a long training pays):
 - plain: what a user writes, `read_file -> decode_jpeg -> tf.image.resize (bilinear) -> batch 64
   -> prefetch` (no antialiasing: it aliases when shrinking 3x);
 - ours, folder: `load_dataset(folder, image_size=224)` + `build_pipeline(cache=False)` (JPEGs
-  decoded at reduced size, then area-resized);
+  decoded at reduced size, then bilinear-resized by less than 2x);
 - ours, shards: the folder written once with `write_shards` (224 px JPEGs in TFRecords), then
-  `load_dataset(shards)` + `build_pipeline(cache=False)`.
+  `load_dataset(shards)` + `build_pipeline(cache=False)` (decoded at the written size, no resize).
 
 Each figure comes from a fresh process pinned to 1 core or to every core; the pipelines are
 timed in `--rounds` interleaved rounds (this host's speed drifts) and the median is reported,

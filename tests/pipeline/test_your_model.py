@@ -118,7 +118,7 @@ def test_optimize_keras3_model_and_arrays_gives_keras3_back(tmp_path):
     assert isinstance(pruned, keras3.Model)
     classifier = pruned.layers[-1].get_weights()[0]
     assert np.mean(classifier == 0) == pytest.approx(0.8, abs=0.01)  # pruned as TFMOT's tutorial prunes
-    with pytest.raises(ConfigError, match="quantization-aware export"):
+    with pytest.raises(ConfigError, match=r"quantization-aware export.*report.model\('pruned_float32'\)"):
         report.model("pruned_qat_int8")
     again = tfimgopt.optimize(model, (x, y), test_data=(xt, yt), out_dir=str(tmp_path / "run"),
                               compress__epochs=1, compress__qat_epochs=1, export__latency_runs=2,

@@ -134,9 +134,10 @@ class RunReport:
         return to_keras3(model) if (self.keras3 if keras3 is None else keras3) else model
 
     def _float_source(self, chosen: VariantResult) -> str:
-        """The float variant of the model a QAT variant was fine-tuned from."""
-        source = self.raw.get("qat", {}).get("from", "pruned")
-        return next((v.name for v in self.variants if v.model == source), chosen.name)
+        """The float variant of the model a QAT variant was fine-tuned from: the `from` of the
+        stage record that exported it (whatever that stage is called)."""
+        record = next((r for r in self.raw.values() if isinstance(r, dict) and chosen.name in r.get("files", {})), {})
+        return next((v.name for v in self.variants if v.model == record.get("from")), chosen.name)
 
     def __str__(self) -> str:
         lines = [self.table, "", f"selected: {self.selection_reason}", f"run folder: {self.out_dir}"]
