@@ -258,7 +258,7 @@ def test_jpeg_folders_decode_at_reduced_size_within_the_stated_psnr(tmp_path):
 
     # 640x480 -> 224: decoded at 1/2 (320x240), then bilinear (less than 2x left). The whole temple
     # photo is the hardest case measured (fine detail everywhere): 34.4 dB, where the plain
-    # pipeline's bilinear from full size is 26.7 dB (RESULTS.md: 37 dB mean on photo crops).
+    # pipeline's bilinear from full size is 26.7 dB (RESULTS.md: 37-40 dB mean on photo crops).
     photo = tf.io.encode_jpeg(tf.constant(np.asarray(Image.fromarray(photos).resize((640, 480), Image.BICUBIC))),
                               quality=90)
     ref = reference(photo, (224, 224)).numpy().astype(np.float64)
