@@ -44,6 +44,10 @@ def test_shards_round_trip_images_labels_class_names_and_counts(tmp_path):
     assert sorted(order) == sorted(int(y) for _, y in direct.train.as_numpy_iterator())
     smaller = load_dataset(str(tmp_path / "shards"), image_size=8, channels=3)
     assert next(iter(smaller.test))[0].shape == (8, 8, 3)
+    # At the written size the records are only decoded, channels still converted on the way.
+    rgb = load_dataset(str(tmp_path / "shards"), image_size=16, channels=3)
+    gray, colour = next(iter(back.test))[0].numpy(), next(iter(rgb.test))[0].numpy()
+    assert colour.shape == (16, 16, 3) and (colour == gray).all()
 
 
 def test_the_writer_refuses_a_foreign_folder_and_replaces_its_own(tmp_path):
