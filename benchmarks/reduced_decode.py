@@ -143,8 +143,8 @@ def main() -> None:
         cells = [rows[(trained_on, way)] for way in WAYS]
         print(f"| {trained_on} | " + " | ".join(
             f"{100 * statistics.mean(c):.2f}% ({100 * min(c):.1f}-{100 * max(c):.1f})" for c in cells) + " |")
-    gaps = [a - b for a, b in zip(rows[("reference", "reference")], rows[("reference", "ours")])]
-    print(f"\nreference-trained model, reference minus ours test accuracy per seed: "
+    gaps = [a - b for a, b in zip(rows[("reference", "reference")], rows[("reference", "ours")], strict=True)]
+    print("\nreference-trained model, reference minus ours test accuracy per seed: "
           + ", ".join(f"{100 * g:+.2f}" for g in gaps) + " points")
 
 

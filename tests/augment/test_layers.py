@@ -6,6 +6,7 @@ import pytest
 from tests.helpers import PYTHON_OPS, dataset_graph_ops
 from tfimgopt import augment as A
 from tfimgopt.augment._base import _gather_warp, reduce_spatial
+from tfimgopt.augment.geometric import GeometricLayer
 from tfimgopt.compat import keras, tf
 from tfimgopt.errors import ConfigError
 
@@ -129,6 +130,18 @@ def test_affine_warp_skips_the_divide_with_the_same_pixels(fill_mode):
     bent = _gather_warp(images, tf.constant(projective), (16, 20), "bilinear", fill_mode, 0.0)
     assert not np.array_equal(bent.numpy(), slow.numpy())
     assert all(layer.affine for layer in A.create_augmentation("default").steps if layer.kind == "geometric")
+
+    if fill_mode != "reflect":
+        return
+
+    class Bend(GeometricLayer):  # a layer of your own, projective: it keeps the general path by default
+        def transform(self, batch, height, width, seed):
+            matrix = tf.reshape(tf.constant(np.append(projective[0], 1.0), tf.float32), [1, 3, 3])
+            return tf.tile(matrix, [batch, 1, 1]), (height, width)
+
+    assert not Bend.affine
+    chain = A.Augmentation([Bend(), A.RandomRotation(0.0)], seed=0)  # fused with an affine layer
+    np.testing.assert_array_equal(chain(images[:1], seed=[0, 0]).numpy(), bent.numpy()[:1])
 
 
 @pytest.mark.parametrize("fill_value", [0.0, 7.0, 0.25])
